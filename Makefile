@@ -1,0 +1,40 @@
+# `make demo` and `make test` set everything up on a fresh machine (Python 3.11, Java 17).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the daily DAG for three consecutive days through Airflow on the embedded defaults.
+demo: venv
+	$(BIN)/distillery demo
+
+## Lint, then the whole test suite (slow end-to-end tests included).
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## Data benchmark: events/s for generation, ingest and examples at 1e5 and 1e6 events/day.
+bench: venv
+	$(BIN)/distillery bench data
+
+## Re-pin every package after a change to pyproject.toml's dependencies.
+lock: venv
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements.lock
+
+clean:
+	rm -rf lake mlruns mlruns.db .airflow reports/*.tmp

@@ -1,0 +1,1 @@
+"""Student adapters: small modules that refresh a stale teacher signal."""

@@ -1,0 +1,1 @@
+"""Event sources: the synthetic ads world (default) and files a user brings."""

@@ -1,0 +1,1 @@
+"""The pipeline steps: typed functions of (config, URIs, ds) that own one partition."""

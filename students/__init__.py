@@ -1,0 +1,1 @@
+"""Domain FMs and vertical models, distillation losses, parameter sharing."""

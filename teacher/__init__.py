@@ -1,0 +1,1 @@
+"""The foundation model (the teacher): blocks, model, training loop, checkpoints."""
