@@ -6,9 +6,22 @@ s3://, abfss://). All tables here are partitioned by `ds` (YYYY-MM-DD string).
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake.transaction import AddAction, create_table_with_add_actions
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def table_exists(uri: str) -> bool:
@@ -47,6 +60,180 @@ def partitions(uri: str) -> list[str]:
     return sorted({p["ds"] for p in DeltaTable(uri).partitions()})
 
 
+def partition_row_counts(uri: str) -> dict[str, int]:
+    """Rows per `ds` partition (sorted by ds) from the Delta log's file stats.
+
+    No data is read, except that a partition with a file lacking a row count in the
+    log is counted from its Parquet footers. Empty if there is no table.
+    """
+    if not table_exists(uri):
+        return {}
+    table = DeltaTable(uri)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    counts: dict[str, int] = {}
+    unknown: set[str] = set()
+    for ds, rows in zip(
+        actions.column("partition.ds").to_pylist(), actions.column("num_records").to_pylist(), strict=True
+    ):
+        counts[ds] = counts.get(ds, 0) + (rows or 0)
+        if rows is None:
+            unknown.add(ds)
+    if unknown:
+        dataset = table.to_pyarrow_dataset()
+        counts.update({ds: dataset.count_rows(filter=pc.field("ds") == ds) for ds in unknown})
+    return dict(sorted(counts.items()))
+
+
 def table_version(uri: str) -> int:
     """The current version of the Delta table at `uri`."""
     return DeltaTable(uri).version()
+
+
+# --- Spark output committed with delta-rs -------------------------------------------
+# Spark computes, delta-rs commits: executors write Parquet files (exact Arrow schema)
+# straight into the partition directory under a per-commit token, the driver collects
+# only their metadata and commits them as partition `ds` in one transaction. Files of
+# a failed commit (or of a failed task attempt) are never referenced, and are deleted.
+
+_FILE_INFO_DDL = "path string, size long, rows long, stats string"
+
+
+@dataclass(frozen=True)
+class PartitionCommit:
+    """What `commit_spark_partition` committed: table version, rows and files of `ds`."""
+
+    version: int
+    rows: int
+    files: int
+
+
+def read_spark_partition(spark: SparkSession, uri: str, ds: str, schema: pa.Schema) -> DataFrame:
+    """Partition `ds` of the Delta table at `uri` as a Spark DataFrame with `schema`.
+
+    Reads only the partition's live files (the directory also holds replaced ones);
+    an absent table or partition gives an empty frame.
+    """
+    from infra.spark import read_parquet_files
+
+    files = DeltaTable(uri).file_uris(file_pruning_predicate=[("ds", "=", ds)]) if table_exists(uri) else []
+    return read_parquet_files(spark, uri, files, schema)
+
+
+def commit_spark_partition(df: DataFrame, uri: str, ds: str, schema: pa.Schema) -> PartitionCommit:
+    """Replace partition `ds` of the Delta table at `uri` with `df`, in one commit.
+
+    `df` needs `schema`'s columns except `ds` (the partition value is `ds`, whatever
+    the frame holds). Creates the table (partitioned by `ds`) on first write. Each
+    Spark partition of `df` becomes at most one file; nothing but file metadata
+    reaches the driver. On any failure the table is left as it was and the files
+    written so far are deleted (a task still running when a failed job is cancelled
+    may land its file later: never referenced, invisible to readers, and removed by
+    `vacuum`).
+    """
+    fs, root = pafs.FileSystem.from_uri(uri)
+    part_dir = f"ds={ds}"
+    token = uuid.uuid4().hex
+    file_schema = pa.schema([f for f in schema if f.name != "ds"])
+    write = _partition_file_writer(uri, part_dir, token, file_schema)
+    committed: set[str] = set()
+    try:
+        infos = df.select(*file_schema.names).mapInArrow(write, _FILE_INFO_DDL).collect()
+        now_ms = int(time.time() * 1000)
+        actions = [AddAction(i.path, i.size, {"ds": ds}, now_ms, True, i.stats) for i in infos]
+        _commit_partition(uri, schema, actions, ds)
+        committed = {i.path for i in infos}
+    finally:
+        _remove_uncommitted(fs, f"{root}/{part_dir}", token, committed)
+    return PartitionCommit(table_version(uri), sum(i.rows for i in infos), len(infos))
+
+
+def _commit_partition(uri: str, schema: pa.Schema, actions: list[AddAction], ds: str) -> None:
+    """One commit: create the table with `actions`, or overwrite partition `ds` with them."""
+    if not table_exists(uri):
+        create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=["ds"])
+        return
+    table = DeltaTable(uri)
+    existing = pa.schema(table.schema().to_arrow()).names
+    if existing != schema.names:
+        raise ValueError(f"Delta table {uri} has columns {existing}, the data has {schema.names}")
+    table.create_write_transaction(
+        actions, mode="overwrite", schema=schema, partition_by=["ds"], partition_filters=[("ds", "=", ds)]
+    )
+
+
+def _partition_file_writer(
+    uri: str, part_dir: str, token: str, file_schema: pa.Schema
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The mapInArrow function: write a task's batches to one Parquet file, yield its info."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        # Attempt number in the name: a retried task never overwrites a file in use.
+        name = f"part-{ctx.partitionId():05d}-{token}-a{ctx.attemptNumber()}.parquet"
+        rel_path = f"{part_dir}/{name}"
+        fs, root = pafs.FileSystem.from_uri(uri)
+        writer, stats = None, _FileStats(file_schema)
+        for batch in batches:
+            # Spark's Arrow types differ in nullability and list field names: cast back.
+            table = pa.Table.from_batches([batch]).cast(file_schema)
+            if writer is None:
+                fs.create_dir(f"{root}/{part_dir}", recursive=True)
+                writer = pq.ParquetWriter(f"{root}/{rel_path}", file_schema, filesystem=fs)
+            writer.write_table(table)
+            stats.update(table)
+        if writer is None:
+            return
+        writer.close()
+        size = fs.get_file_info(f"{root}/{rel_path}").size
+        yield pa.RecordBatch.from_pylist(
+            [{"path": rel_path, "size": size, "rows": stats.rows, "stats": stats.to_json()}]
+        )
+
+    return write
+
+
+class _FileStats:
+    """Delta file statistics: numRecords, and nullCount/min/max of flat int and string columns.
+
+    Timestamps and floats get none (Delta truncates timestamp stats to ms, which a
+    wrong rounding would turn into wrong file skipping); missing stats only mean
+    a reader cannot skip the file.
+    """
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.columns = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_string(f.type)]
+        self.rows = 0
+        self.nulls: dict[str, int] = dict.fromkeys(self.columns, 0)
+        self.min: dict[str, object] = {}
+        self.max: dict[str, object] = {}
+
+    def update(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        for name in self.columns:
+            column = table.column(name)
+            self.nulls[name] += column.null_count
+            bounds = pc.min_max(column).as_py()
+            if bounds["min"] is None:
+                continue
+            self.min[name] = min(bounds["min"], self.min.get(name, bounds["min"]))
+            self.max[name] = max(bounds["max"], self.max.get(name, bounds["max"]))
+
+    def to_json(self) -> str:
+        stats = {
+            "numRecords": self.rows,
+            "minValues": self.min,
+            "maxValues": self.max,
+            "nullCount": self.nulls,
+        }
+        return json.dumps(stats)
+
+
+def _remove_uncommitted(fs: pafs.FileSystem, part_dir: str, token: str, committed: set[str]) -> None:
+    """Delete files written under `token` that the table does not reference."""
+    selector = pafs.FileSelector(part_dir, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        rel_path = f"{part_dir.rsplit('/', 1)[-1]}/{info.base_name}"
+        if token in info.base_name and rel_path not in committed:
+            fs.delete_file(info.path)

@@ -70,3 +70,23 @@ EXAMPLES_SCHEMA = pa.schema(
         pa.field("hist_dt_s", pa.list_(pa.float32()), nullable=False),  # seconds before ts, > 0
     ]
 )
+
+# Per-user history state as of the end of a built day `ds`: the user's last
+# `history_length` events as raw tokens, one row per token. Raw (click,
+# conversion, conversion_ts) rather than event types, because a token's type
+# depends on the ts of the example that looks back at it.
+USER_STATE_SCHEMA = pa.schema(
+    [
+        pa.field("ds", pa.string(), nullable=False),  # the built day this state closes
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),  # tie-break among equal ts
+        pa.field("ts", TS_TYPE, nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("surface", pa.int8(), nullable=False),  # index into SURFACES
+        pa.field("is_ad", pa.bool_(), nullable=False),
+        pa.field("click", pa.int8(), nullable=False),
+        pa.field("conversion", pa.int8(), nullable=False),
+        pa.field("conversion_ts", TS_TYPE),
+    ]
+)

@@ -1,0 +1,111 @@
+"""The `distillery` command line: the DAG's steps without Airflow, the demo and the benchmarks.
+
+Settings come from `DISTILLERY_*` environment variables (see `infra.settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+
+from infra.settings import Settings
+
+TABLES = ("events", "quarantine", "examples", "user_state")
+
+
+def _day(value: str) -> str:
+    """argparse type for `--ds`: a YYYY-MM-DD date, returned in that form."""
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--ds must be YYYY-MM-DD, got {value!r}") from err
+
+
+def ingest(settings: Settings, ds: str) -> dict:
+    """Generate or import day `ds` into the landing zone, then validate and ingest it."""
+    from pipeline.ingest import ingest_events, land_events
+
+    landing_uri = land_events(settings, ds)
+    return ingest_events(settings, ds, landing_uri, run_id=f"cli__{ds}__{uuid.uuid4().hex[:8]}")
+
+
+def examples(settings: Settings, ds: str) -> dict:
+    """Build the `examples` partition for `ds` with Spark."""
+    from pipeline.examples import build_examples
+
+    return build_examples(settings, ds)
+
+
+def describe_tables(settings: Settings) -> list[str]:
+    """One line per table: its URI, its version and the row count of each `ds` partition."""
+    from infra.delta import partition_row_counts, table_exists, table_version
+
+    lines = []
+    for name in TABLES:
+        uri = settings.table_uri(name)
+        if not table_exists(uri):
+            lines.append(f"{name:<11} {uri}  (not written yet)")
+            continue
+        counts = ", ".join(f"{ds}: {n}" for ds, n in partition_row_counts(uri).items())
+        lines.append(f"{name:<11} {uri}  v{table_version(uri)}  rows by ds: {counts or 'none'}")
+    return lines
+
+
+def demo(settings: Settings, start: str, days: int) -> None:
+    """Run the daily DAG through Airflow (`airflow dags test`) for `days` days from `start`."""
+    from pathlib import Path
+
+    from infra.airflow_local import prepare_airflow_home, run_dag_test
+
+    airflow_home = Path(".airflow").resolve()
+    env = prepare_airflow_home(settings, airflow_home)
+    first = dt.date.fromisoformat(start)
+    for offset in range(days):
+        ds = (first + dt.timedelta(days=offset)).isoformat()
+        print(f"distillery_daily {ds}: running through Airflow ...", flush=True)
+        run_dag_test("distillery_daily", ds, env)
+    print(f"\nAirflow home: {airflow_home} (logs in distillery-airflow.log)\nTables:")
+    print("\n".join(describe_tables(settings)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("ingest", "generate or import a day, validate it, write events and quarantine"),
+        ("examples", "build the day's examples with Spark"),
+        ("day", "ingest, then examples"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
+    demo_cmd = commands.add_parser("demo", help="run the daily DAG through Airflow for a few days")
+    demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
+    demo_cmd.add_argument("--days", type=int, default=3)
+    commands.add_parser("tables", help="print where the tables are and their partitions")
+    bench = commands.add_parser("bench", help="run a benchmark and write a JSON and a Markdown report")
+    bench.add_argument("suite", choices=["data"])
+    bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    bench.add_argument("--out", default="reports", help="folder for the reports")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `distillery` command."""
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command in ("ingest", "day"):
+        print(json.dumps(ingest(settings, args.ds), indent=2, default=str))
+    if args.command in ("examples", "day"):
+        print(json.dumps(examples(settings, args.ds), indent=2, default=str))
+    if args.command == "demo":
+        demo(settings, args.start or settings.start_date, args.days)
+    if args.command == "tables":
+        print("\n".join(describe_tables(settings)))
+    if args.command == "bench":
+        from pipeline.bench_data import run_data_benchmark
+
+        run_data_benchmark(settings, sizes=args.sizes, out_dir=args.out)
