@@ -46,9 +46,15 @@ def distillery_daily() -> None:
     @task
     def land_events(ds: str) -> str:
         """Generate or import the day into the landing zone; returns its URI."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from infra.sources.files import EventsFileError
         from pipeline.ingest import land_events
 
-        return land_events(Settings.from_env(), ds)
+        try:
+            return land_events(Settings.from_env(), ds)
+        except EventsFileError as bad_file:  # a file that breaks the schema: retrying will not help
+            raise AirflowFailException(str(bad_file)) from bad_file
 
     @task
     def ingest_events(landing_uri: str, ds: str, run_id: str) -> dict:
