@@ -2,7 +2,8 @@
 
 Each size runs two consecutive synthetic days in a fresh temporary lake (day two
 builds examples from the history state carried over from day one, the steady
-state). The Spark session is started before any timing. Writes
+state). A small warm-up round runs first, so that JVM, Spark and GX start-up costs
+stay out of the figures. Writes
 `<out>/bench_data.json` and `<out>/bench_data.md`.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from infra.settings import Settings
 
 STAGES = ("generate", "land", "ingest", "examples_first_day", "examples_next_day")
+WARM_UP_EVENTS = 2_000
 
 
 def _timed(step: Callable[[], object]) -> float:
@@ -35,7 +37,7 @@ def bench_size(settings: Settings, events_per_day: int) -> dict[str, float]:
     from infra.sources.synthetic import SyntheticWorld, WorldConfig
     from infra.spark import get_spark
     from pipeline.examples import build_examples
-    from pipeline.ingest import ingest_events, land_events
+    from pipeline.ingest import ingest_events, land_events, landing_uri_for
 
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as lake:
         cfg = dataclasses.replace(
@@ -48,13 +50,15 @@ def bench_size(settings: Settings, events_per_day: int) -> dict[str, float]:
             WorldConfig(seed=cfg.seed, start_date=day1, events_per_day=events_per_day, n_users=cfg.n_users)
         )
         seconds = {"generate": _timed(lambda: sum(b.num_rows for b in world.day_batches(day1)))}
-        landing = {day: land_events(cfg, day) for day in (day1,)}
-        seconds["land"] = _timed(lambda: landing.update({day2: land_events(cfg, day2)}))
-        ingest_events(cfg, day1, landing[day1], run_id="bench")
-        seconds["ingest"] = _timed(lambda: ingest_events(cfg, day2, landing[day2], run_id="bench"))
+        ingest_events(cfg, day1, land_events(cfg, day1), run_id="bench")
+        seconds["land"] = _timed(lambda: land_events(cfg, day2))
+        landing2 = landing_uri_for(cfg, day2)
+        seconds["ingest"] = _timed(lambda: ingest_events(cfg, day2, landing2, run_id="bench"))
         seconds["examples_first_day"] = _timed(lambda: build_examples(cfg, day1, spark=spark))
         seconds["examples_next_day"] = _timed(lambda: build_examples(cfg, day2, spark=spark))
-    return {f"{stage}_events_per_s": events_per_day / seconds[stage] for stage in STAGES}
+    return {f"{stage}_events_per_s": events_per_day / seconds[stage] for stage in STAGES} | {
+        f"{stage}_seconds": seconds[stage] for stage in STAGES
+    }
 
 
 def _markdown(report: dict) -> str:
@@ -82,6 +86,7 @@ def _markdown(report: dict) -> str:
 
 def run_data_benchmark(settings: Settings, sizes: list[int], out_dir: str) -> dict:
     """Benchmark every size in `sizes`; write the JSON and Markdown reports into `out_dir`."""
+    bench_size(settings, WARM_UP_EVENTS)  # JVM, Spark and GX start-up stay out of the figures
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "spark_master": settings.spark_master,
