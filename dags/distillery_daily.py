@@ -11,8 +11,20 @@ The daily knowledge-transfer pipeline for one logical day `ds` (the data interva
    whose bad share passes `DISTILLERY_MAX_BAD_SHARE` fails without retries and writes nothing.
 3. **build_examples**: Spark builds Delta `examples` for `ds` (each event plus the
    user's history strictly before it), carrying a per-user history state forward
-   from the previous day. It runs in date order (`depends_on_past`): a backfill builds
-   day 1, then day 2, and a failed day holds the later ones until it is cleared.
+   from the previous day.
+4. **gate_fm**: progressive validation. The `gem-fm` version trained through `ds-1`
+   is measured on day `ds` (which it never saw), beside the current `champion` on the
+   same day; the alias moves only if the gate passes. A refused model fails this
+   task (the reasons are in its log and on the MLflow version's `gate_reasons` tag);
+   on the first day there is nothing to gate and the task is skipped.
+5. **train_fm**: continual training: the FM trained through `ds-1` (looked up by
+   date) makes one time-ordered pass over day `ds` and is checkpointed under `ds`.
+6. **register_fm**: the new checkpoint becomes a version of `gem-fm` in MLflow with its
+   lineage tags (`trained_through`, `examples_version`, `config_hash`, `git_sha`).
+
+`build_examples` and `train_fm` run in date order (`depends_on_past`, one active
+run): a backfill builds and trains day 1, then day 2, and a failed day holds the
+later ones, waiting, until it is cleared.
 
 Tasks pass table URIs and partitions, never data. Every step replaces exactly its
 partition, so clearing and re-running a day is safe. The same steps run without
@@ -75,8 +87,43 @@ def distillery_daily() -> None:
 
         return build_examples(Settings.from_env(), ingested["ds"])
 
+    @task
+    def gate_fm(examples: dict) -> dict:
+        """Evaluate the FM trained through ds-1 on ds; promote it to champion if it passes."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from pipeline.fm_release import gate_fm
+        from pipeline.gate import GateConfig
+
+        settings = Settings.from_env()
+        verdict = gate_fm(settings, examples["ds"], GateConfig.from_settings(settings))
+        if verdict["passed"] is None:
+            raise AirflowSkipException("; ".join(verdict["reasons"]))
+        if not verdict["passed"]:
+            raise AirflowFailException(
+                f"gate refused {verdict['candidate']}: " + "; ".join(verdict["reasons"])
+            )
+        return verdict
+
+    @task(depends_on_past=True)
+    def train_fm(examples: dict) -> dict:
+        """Warm-start from the FM trained through ds-1 and train it on ds; returns the checkpoint."""
+        from pipeline.train_fm import FMTrainingConfig, train_fm
+
+        settings = Settings.from_env()
+        return train_fm(settings, examples["ds"], FMTrainingConfig.from_settings(settings))
+
+    @task
+    def register_fm(trained: dict) -> dict:
+        """Register the day's FM in MLflow as a new version of gem-fm; returns its model URI."""
+        from pipeline.fm_release import register_fm
+
+        return register_fm(Settings.from_env(), trained["ds"])
+
     landed = land_events(ds="{{ ds }}")
-    build_examples(ingest_events(landed, ds="{{ ds }}", run_id="{{ run_id }}"))
+    examples = build_examples(ingest_events(landed, ds="{{ ds }}", run_id="{{ run_id }}"))
+    gate_fm(examples)
+    register_fm(train_fm(examples))
 
 
 distillery_daily()

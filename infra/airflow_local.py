@@ -29,6 +29,7 @@ def airflow_environment(settings: Settings, airflow_home: Path) -> dict[str, str
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home.resolve()}/airflow.db",
             "SPARK_LOCAL_IP": "127.0.0.1",
+            "MLFLOW_TRACKING_URI": settings.mlflow_uri,
         }
     )
     for field in dataclasses.fields(settings):

@@ -48,3 +48,13 @@ def load_checkpoint(uri: str) -> dict[str, Any]:
     with fs.open_input_stream(path) as stream:
         data = stream.read()
     return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def checkpoint_days(lake: str, model: str) -> list[str]:
+    """The sorted days through which `model` has a checkpoint."""
+    fs, path = pafs.FileSystem.from_uri(f"{lake.rstrip('/')}/checkpoints/{model}")
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    found = fs.get_file_info(pafs.FileSelector(path))
+    days = [info.base_name.removeprefix("ds=") for info in found if info.base_name.startswith("ds=")]
+    return sorted(d for d in days if checkpoint_exists(checkpoint_uri(lake, model, d)))

@@ -322,3 +322,10 @@ def set_version_tags(settings: Settings, ref: ModelRef, tags: Mapping[str, str],
 def run_metrics(settings: Settings, ref: ModelRef) -> dict[str, float]:
     """The latest value of each metric logged in the run that produced `ref`."""
     return dict(configure_mlflow(settings).get_run(ref.run_id).data.metrics)
+
+
+def log_run_metrics(settings: Settings, ref: ModelRef, metrics: Mapping[str, float]) -> None:
+    """Add `metrics` to the run that produced `ref` (e.g. its evaluation on a later day)."""
+    client = configure_mlflow(settings)
+    for key, value in metrics.items():
+        client.log_metric(ref.run_id, key, float(value))

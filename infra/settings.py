@@ -39,6 +39,9 @@ class Settings:
     n_users: int = 2_000
     history_length: int = 100
     max_bad_share: float = 0.01
+    fm_size: str = "base"  # a name in teacher.config.SIZES: tiny, base, large
+    gate_max_ne: float = 1.0  # a model is promoted only with click NE below this ...
+    gate_max_regression: float = 0.01  # ... and at most this much worse than the champion
     start_date: str = "2026-01-01"
 
     def __post_init__(self) -> None:

@@ -37,7 +37,12 @@ class GateConfig:
 
     max_ne: float = 1.0  # absolute: the metric must be strictly below this
     max_relative_regression: float = 0.01  # candidate <= champion * (1 + this)
-    metric: str = "ne"  # overall NE on the evaluation slice
+    metric: str = "click/ne"  # click NE over every surface of the evaluation day
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateConfig:
+        """Thresholds from `DISTILLERY_GATE_MAX_NE` and `DISTILLERY_GATE_MAX_REGRESSION`."""
+        return cls(max_ne=settings.gate_max_ne, max_relative_regression=settings.gate_max_regression)
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,16 @@ def test_daily_dag_wiring(dagbag) -> None:
     dag = dagbag.dags["distillery_daily"]
     assert dag.max_active_runs == 1
     assert dag.task_dict["build_examples"].depends_on_past
+    assert dag.task_dict["train_fm"].depends_on_past
     upstream = {t: sorted(dag.task_dict[t].upstream_task_ids) for t in dag.task_dict}
-    assert upstream["ingest_events"] == ["land_events"]
-    assert upstream["build_examples"] == ["ingest_events"]
+    assert upstream == {
+        "land_events": [],
+        "ingest_events": ["land_events"],
+        "build_examples": ["ingest_events"],
+        "gate_fm": ["build_examples"],
+        "train_fm": ["build_examples"],
+        "register_fm": ["train_fm"],
+    }
 
 
 @pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -1,4 +1,4 @@
-"""End to end: the daily DAG through a real local Airflow (`airflow dags test`), two days."""
+"""End to end: the daily DAG through a real local Airflow (`airflow dags test`), two days, tiny FM."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import registry
 from infra.airflow_local import prepare_airflow_home, run_dag_test
 from infra.delta import partition_row_counts
 from infra.settings import Settings
@@ -22,6 +23,10 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
         n_users=300,
         history_length=20,
         start_date=DAYS[0],
+        fm_size="tiny",
+        # A tiny FM after one 3k-event day is near the base rate: a loose absolute bar,
+        # so that this test checks the wiring (the gate's logic has its own tests).
+        gate_max_ne=1.5,
     )
     env = prepare_airflow_home(settings, tmp_path / "airflow")
     for ds in DAYS:
@@ -33,3 +38,12 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
     assert examples == events, "every ingested event becomes exactly one example"
     assert all(n > 2_500 for n in events.values()), "a clean synthetic day keeps (nearly) every row"
     assert list(partition_row_counts(settings.table_uri("user_state"))) == list(DAYS)
+
+    # Day 1 trained and registered v1; day 2 gated v1 on day 2, then trained and registered v2.
+    by_day = {ds: registry.find_version(settings, "gem-fm", "trained_through", ds) for ds in DAYS}
+    assert [by_day[ds].version for ds in DAYS] == [1, 2]
+    assert registry.champion(settings, "gem-fm") == by_day[DAYS[0]]
+    assert registry.version_tags(settings, by_day[DAYS[0]])["gate"] == "passed"
+    assert registry.version_tags(settings, by_day[DAYS[1]])["parent_checkpoint"].endswith(
+        f"gem-fm/ds={DAYS[0]}/checkpoint.pt"
+    )

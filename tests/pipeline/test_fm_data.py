@@ -7,33 +7,19 @@ import pyarrow as pa
 import pytest
 
 from infra.delta import overwrite_partition
-from infra.schema import EXAMPLES_SCHEMA
 from infra.sources.synthetic import SyntheticWorld, WorldConfig
 from pipeline.fm_data import labelled_day, training_rows
 
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04")
 
 
-def _as_examples(events: pa.Table) -> pa.Table:
-    """Events as EXAMPLES_SCHEMA rows with empty histories (enough for label logic)."""
-    n = events.num_rows
-    columns = {"example_id": events["event_id"]} | {
-        name: events[name] for name in EXAMPLES_SCHEMA.names if name in events.column_names
-    }
-    columns["hist_len"] = pa.array(np.zeros(n, dtype=np.int32))
-    for field in EXAMPLES_SCHEMA:
-        if field.name.startswith("hist_") and field.name != "hist_len":
-            columns[field.name] = pa.array([[]] * n, type=field.type)
-    return pa.table(columns, schema=EXAMPLES_SCHEMA)
-
-
 @pytest.fixture(scope="module")
-def examples_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+def examples_uri(tmp_path_factory: pytest.TempPathFactory, as_examples) -> str:
     uri = str(tmp_path_factory.mktemp("lake") / "examples")
     world = SyntheticWorld(WorldConfig(seed=5, events_per_day=6_000, n_users=300))
     for ds in DAYS:
         shuffled = world.day_table(ds).take(np.random.default_rng(0).permutation(6_000))
-        overwrite_partition(uri, _as_examples(shuffled), ds)
+        overwrite_partition(uri, as_examples(shuffled), ds)
     return uri
 
 

@@ -16,7 +16,7 @@ from infra.settings import Settings
 from pipeline.gate import GateConfig, judge, promote_if_blessed
 
 TESTS_DIR = str(Path(__file__).resolve().parents[1])
-CONFIG = GateConfig(max_ne=1.0, max_relative_regression=0.01)
+CONFIG = GateConfig(max_ne=1.0, max_relative_regression=0.01, metric="ne")
 
 
 # ---------------------------------------------------------------- judge (pure)
@@ -37,7 +37,7 @@ def test_exactly_at_max_ne_fails() -> None:
 
 
 def test_exactly_at_the_relative_bound_passes_and_just_above_fails() -> None:
-    config = GateConfig(max_ne=1.0, max_relative_regression=0.5)
+    config = GateConfig(max_ne=1.0, max_relative_regression=0.5, metric="ne")
     assert judge({"ne": 0.75}, {"ne": 0.5}, config).passed  # 0.5 * 1.5 == 0.75 exactly
     above = judge({"ne": 0.7501}, {"ne": 0.5}, config)
     assert not above.passed

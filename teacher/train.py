@@ -1,0 +1,85 @@
+"""Continual training for one interval: one time-ordered pass over a day's rows.
+
+No I/O: the caller brings the model (warm-started or fresh), its optimizer and
+the day's features, labels and label masks (see `pipeline.fm_data`), and saves
+the result. A label whose mask is False (a conversion not known yet) adds no loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from teacher.features import FeatureBatch, slice_batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one day is learned."""
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    conversion_window_days: int = 3  # a conversion arrives at most this long after its click
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values, for checkpoints and MLflow params."""
+        return asdict(self)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over every trainable parameter (its state is carried from day to day)."""
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over tasks of each task's mean BCE over its known labels; (B, T) inputs."""
+    losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * mask
+    return (losses.sum(dim=0) / mask.sum(dim=0).clamp(min=1)).sum()
+
+
+def train_interval(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    features: FeatureBatch,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    config: TrainConfig,
+) -> dict[str, float]:
+    """One pass in row order (rows are time-ordered by the caller); returns loss and throughput.
+
+    `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the model's order.
+    """
+    model.train()
+    n = int(labels.shape[0])
+    total, steps, start = 0.0, 0, time.perf_counter()
+    for begin in range(0, n, config.batch_size):
+        rows = slice(begin, min(begin + config.batch_size, n))
+        loss = masked_bce(model(slice_batch(features, rows)), labels[rows], mask[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": total / max(steps, 1),
+        "examples": float(n),
+        "train_seconds": seconds,
+        "examples_per_s": n / seconds if seconds else 0.0,
+    }
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, features: FeatureBatch, batch_size: int = 4_096) -> torch.Tensor:
+    """Logits (N, T) in eval mode, batch by batch."""
+    model.eval()
+    n = int(features["surface"].shape[0])
+    outputs = [
+        model(slice_batch(features, slice(b, min(b + batch_size, n)))) for b in range(0, n, batch_size)
+    ]
+    return torch.cat(outputs) if outputs else torch.zeros(0, 0)
