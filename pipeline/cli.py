@@ -54,6 +54,21 @@ def describe_tables(settings: Settings) -> list[str]:
     return lines
 
 
+def describe_models(settings: Settings) -> list[str]:
+    """One line per registered version of `gem-fm`: its day, gate verdict and aliases."""
+    from infra import registry
+    from pipeline.train_fm import FM_NAME
+
+    champion = registry.champion(settings, FM_NAME)
+    lines = []
+    for ref in sorted(registry.find_versions(settings, FM_NAME, {}), key=lambda r: r.version):
+        tags = registry.version_tags(settings, ref)
+        alias = "  @champion" if ref == champion else ""
+        gate = tags.get("gate", "not gated yet")
+        lines.append(f"{ref.uri:<18} trained_through={tags['trained_through']}  gate={gate}{alias}")
+    return lines or [f"no {FM_NAME} registered yet"]
+
+
 def demo(settings: Settings, start: str, days: int) -> None:
     """Run the daily DAG through Airflow (`airflow dags test`) for `days` days from `start`."""
     from pathlib import Path
@@ -69,6 +84,8 @@ def demo(settings: Settings, start: str, days: int) -> None:
         run_dag_test("distillery_daily", ds, env)
     print(f"\nAirflow home: {airflow_home} (logs in distillery-airflow.log)\nTables:")
     print("\n".join(describe_tables(settings)))
+    print(f"\nModels in MLflow ({settings.mlflow_uri}):")
+    print("\n".join(describe_models(settings)))
 
 
 def build_parser() -> argparse.ArgumentParser:

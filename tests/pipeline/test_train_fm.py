@@ -12,6 +12,7 @@ from infra.checkpoints import checkpoint_uri, load_checkpoint, save_checkpoint
 from infra.delta import overwrite_partition, read_partition
 from infra.settings import Settings
 from infra.sources.synthetic import SyntheticWorld, WorldConfig
+from pipeline.cli import describe_models
 from pipeline.evaluate_fm import LeakageError, evaluate_on_day
 from pipeline.fm_release import gate_fm, register_fm
 from pipeline.gate import GateConfig
@@ -84,6 +85,8 @@ def test_register_gate_and_load_the_champion(settings: Settings, trained: dict) 
     verdict = gate_fm(settings, D2, GATE)
     assert verdict["passed"], verdict["reasons"]
     assert registry.champion(settings, "gem-fm").version == ref["version"]
+    listing = describe_models(settings)
+    assert listing[0].startswith("models:/gem-fm/1") and listing[0].endswith("gate=passed  @champion")
 
     rows = read_partition(settings.table_uri("examples"), D2).slice(0, 300)
     loaded = mlflow.pyfunc.load_model("models:/gem-fm@champion").predict(rows.to_pandas())
