@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,3 +46,11 @@ def events_as_examples(events: pa.Table) -> pa.Table:
 def as_examples() -> Callable[[pa.Table], pa.Table]:
     """`events_as_examples`, for tests that need examples but not their histories."""
     return events_as_examples
+
+
+@pytest.fixture(scope="session")
+def registry_models() -> Iterator[ModuleType]:
+    """`tests/registry_models.py`, importable by the dotted paths stored with each test model."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(Path(__file__).resolve().parent))
+        yield importlib.import_module("registry_models")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,47 +17,37 @@ from infra import registry
 from infra.registry import ModelRef
 from infra.settings import Settings
 
-TESTS_DIR = str(Path(__file__).resolve().parents[1])
-
 
 @pytest.fixture(scope="module")
-def helpers() -> Iterator[ModuleType]:
-    """`tests/registry_models.py`, importable by the dotted paths stored with each model."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(TESTS_DIR)
-        yield importlib.import_module("registry_models")
-
-
-@pytest.fixture(scope="module")
-def settings(helpers: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def settings(registry_models: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One SQLite store per module (creating its tables takes seconds); one model name per test."""
-    with helpers.sandbox(tmp_path_factory.mktemp("registry")) as sandboxed:
+    with registry_models.sandbox(tmp_path_factory.mktemp("registry")) as sandboxed:
         yield sandboxed
 
 
 def _register(
-    helpers: ModuleType, settings: Settings, name: str, ds: str, config: dict[str, Any] | None = None
+    registry_models: ModuleType, settings: Settings, name: str, ds: str, config: dict[str, Any] | None = None
 ) -> tuple[ModelRef, torch.nn.Module]:
     config = config or {"n_features": 3, "seed": 0}
-    module = helpers.build_linear(config)
+    module = registry_models.build_linear(config)
     ref = registry.log_and_register(
         settings,
         name,
         module,
         config,
-        helpers.FACTORY,
-        helpers.PREDICTOR,
+        registry_models.FACTORY,
+        registry_models.PREDICTOR,
         metrics={"ne": 0.9, "auc": 0.7},
         params={"lr": 0.1, "epochs": 1},
         tags={"trained_through": ds, "examples_version": "4"},
-        input_example=helpers.example_frame(4),
+        input_example=registry_models.example_frame(4),
     )
     return ref, module
 
 
-def test_each_day_is_a_new_version_with_lineage_tags(helpers: ModuleType, settings: Settings) -> None:
-    first, _ = _register(helpers, settings, "gem-fm", "2026-01-02")
-    second, _ = _register(helpers, settings, "gem-fm", "2026-01-03", {"n_features": 3, "seed": 1})
+def test_each_day_is_a_new_version_with_lineage_tags(registry_models: ModuleType, settings: Settings) -> None:
+    first, _ = _register(registry_models, settings, "gem-fm", "2026-01-02")
+    second, _ = _register(registry_models, settings, "gem-fm", "2026-01-03", {"n_features": 3, "seed": 1})
 
     assert (first.version, second.version) == (1, 2)
     assert second.uri == "models:/gem-fm/2"
@@ -75,10 +64,10 @@ def test_each_day_is_a_new_version_with_lineage_tags(helpers: ModuleType, settin
     assert registry.find_version(settings, "no-such-model", "trained_through", "2026-01-02") is None
 
 
-def test_a_rerun_is_found_and_can_be_skipped(helpers: ModuleType, settings: Settings) -> None:
+def test_a_rerun_is_found_and_can_be_skipped(registry_models: ModuleType, settings: Settings) -> None:
     config = {"n_features": 3, "seed": 0}
-    _register(helpers, settings, "rerun-fm", "2026-01-02", config)
-    rerun, _ = _register(helpers, settings, "rerun-fm", "2026-01-02", config)
+    _register(registry_models, settings, "rerun-fm", "2026-01-02", config)
+    rerun, _ = _register(registry_models, settings, "rerun-fm", "2026-01-02", config)
 
     assert registry.find_version(settings, "rerun-fm", "trained_through", "2026-01-02") == rerun
     assert registry.find_trained(settings, "rerun-fm", "2026-01-02", config, 4) == rerun
@@ -86,16 +75,16 @@ def test_a_rerun_is_found_and_can_be_skipped(helpers: ModuleType, settings: Sett
     assert registry.find_trained(settings, "rerun-fm", "2026-01-02", {**config, "seed": 2}, 4) is None
 
 
-def test_champion_round_trip_predicts_identically(helpers: ModuleType, settings: Settings) -> None:
+def test_champion_round_trip_predicts_identically(registry_models: ModuleType, settings: Settings) -> None:
     assert registry.champion(settings, "vm-feed") is None  # no model yet
-    ref, module = _register(helpers, settings, "vm-feed", "2026-01-02")
+    ref, module = _register(registry_models, settings, "vm-feed", "2026-01-02")
     assert registry.champion(settings, "vm-feed") is None  # a model, no alias yet
     registry.set_alias(settings, ref)
     assert registry.champion(settings, "vm-feed") == ref
 
-    frame = helpers.example_frame(256, seed=3)
+    frame = registry_models.example_frame(256, seed=3)
     served = mlflow.pyfunc.load_model("models:/vm-feed@champion").predict(frame)
-    expected = helpers.predict_linear(module.eval(), frame)
+    expected = registry_models.predict_linear(module.eval(), frame)
     assert served.dtype == expected.dtype
     assert np.abs(served - expected).max() == 0.0
 
@@ -107,8 +96,8 @@ def test_champion_round_trip_predicts_identically(helpers: ModuleType, settings:
     assert all(torch.equal(tensor, reference[key]) for key, tensor in loaded.state_dict().items())
 
 
-def test_artifacts_land_under_the_lake_not_the_cwd(helpers: ModuleType, settings: Settings) -> None:
-    _register(helpers, settings, "domain-fm-instagram", "2026-01-02")
+def test_artifacts_land_under_the_lake_not_the_cwd(registry_models: ModuleType, settings: Settings) -> None:
+    _register(registry_models, settings, "domain-fm-instagram", "2026-01-02")
 
     assert not (Path.cwd() / "mlruns").exists()
     assert list(Path.cwd().iterdir()) == []
@@ -119,11 +108,19 @@ def test_artifacts_land_under_the_lake_not_the_cwd(helpers: ModuleType, settings
     assert len(stored) == 1
 
 
-def test_a_bad_dotted_path_fails_before_any_run(helpers: ModuleType, settings: Settings) -> None:
-    module = helpers.build_linear({"n_features": 3})
+def test_a_bad_dotted_path_fails_before_any_run(registry_models: ModuleType, settings: Settings) -> None:
+    module = registry_models.build_linear({"n_features": 3})
     with pytest.raises(ValueError, match=r"package\.module:function"):
         registry.log_and_register(
-            settings, "broken", module, {}, "registry_models.build_linear", helpers.PREDICTOR, {}, {}, {}
+            settings,
+            "broken",
+            module,
+            {},
+            "registry_models.build_linear",
+            registry_models.PREDICTOR,
+            {},
+            {},
+            {},
         )
     assert mlflow.MlflowClient(settings.mlflow_uri).get_experiment_by_name("broken") is None
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -15,7 +13,6 @@ from infra.registry import ModelRef
 from infra.settings import Settings
 from pipeline.gate import GateConfig, judge, promote_if_blessed
 
-TESTS_DIR = str(Path(__file__).resolve().parents[1])
 CONFIG = GateConfig(max_ne=1.0, max_relative_regression=0.01, metric="ne")
 
 
@@ -68,28 +65,20 @@ def test_a_champion_without_the_metric_is_a_clear_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def helpers() -> Iterator[ModuleType]:
-    """`tests/registry_models.py`, importable by the dotted paths stored with each model."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(TESTS_DIR)
-        yield importlib.import_module("registry_models")
-
-
-@pytest.fixture(scope="module")
-def settings(helpers: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with helpers.sandbox(tmp_path_factory.mktemp("gate")) as sandboxed:
+def settings(registry_models: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with registry_models.sandbox(tmp_path_factory.mktemp("gate")) as sandboxed:
         yield sandboxed
 
 
-def _candidate(helpers: ModuleType, settings: Settings, name: str, ds: str, ne: float) -> ModelRef:
+def _candidate(registry_models: ModuleType, settings: Settings, name: str, ds: str, ne: float) -> ModelRef:
     config = {"n_features": 3, "seed": 0}
     return registry.log_and_register(
         settings,
         name,
-        helpers.build_linear(config),
+        registry_models.build_linear(config),
         config,
-        helpers.FACTORY,
-        helpers.PREDICTOR,
+        registry_models.FACTORY,
+        registry_models.PREDICTOR,
         metrics={"ne": ne},
         params={},
         tags={"trained_through": ds, "examples_version": "1"},
@@ -97,13 +86,13 @@ def _candidate(helpers: ModuleType, settings: Settings, name: str, ds: str, ne: 
     )
 
 
-def test_the_gate_promotes_refuses_and_records(helpers: ModuleType, settings: Settings) -> None:
-    first = _candidate(helpers, settings, "gem-fm", "2026-01-02", ne=0.9)
+def test_the_gate_promotes_refuses_and_records(registry_models: ModuleType, settings: Settings) -> None:
+    first = _candidate(registry_models, settings, "gem-fm", "2026-01-02", ne=0.9)
     assert promote_if_blessed(settings, first, {"ne": 0.9}, CONFIG).passed
     assert registry.champion(settings, "gem-fm") == first
     assert registry.version_tags(settings, first)["gate"] == "passed"
 
-    worse = _candidate(helpers, settings, "gem-fm", "2026-01-03", ne=0.95)
+    worse = _candidate(registry_models, settings, "gem-fm", "2026-01-03", ne=0.95)
     verdict = promote_if_blessed(settings, worse, {"ne": 0.95}, CONFIG)
     assert not verdict.passed
     assert registry.champion(settings, "gem-fm") == first  # alias unchanged
@@ -114,18 +103,18 @@ def test_the_gate_promotes_refuses_and_records(helpers: ModuleType, settings: Se
     run_tags = registry.configure_mlflow(settings).get_run(worse.run_id).data.tags
     assert (run_tags["gate"], run_tags["gate_reasons"]) == ("failed", tags["gate_reasons"])
 
-    better = _candidate(helpers, settings, "gem-fm", "2026-01-04", ne=0.85)
+    better = _candidate(registry_models, settings, "gem-fm", "2026-01-04", ne=0.85)
     assert promote_if_blessed(settings, better, {"ne": 0.85}, CONFIG).passed
     assert registry.champion(settings, "gem-fm") == better
 
 
 def test_champion_re_evaluated_on_the_same_slice_is_the_reference(
-    helpers: ModuleType, settings: Settings
+    registry_models: ModuleType, settings: Settings
 ) -> None:
-    first = _candidate(helpers, settings, "vm-reels", "2026-01-02", ne=0.80)
+    first = _candidate(registry_models, settings, "vm-reels", "2026-01-02", ne=0.80)
     promote_if_blessed(settings, first, {"ne": 0.80}, CONFIG)
     # A harder day: the champion scores 0.93 on it too, so 0.935 is no real regression.
-    second = _candidate(helpers, settings, "vm-reels", "2026-01-03", ne=0.935)
+    second = _candidate(registry_models, settings, "vm-reels", "2026-01-03", ne=0.935)
     verdict = promote_if_blessed(settings, second, {"ne": 0.935}, CONFIG, champion_metrics={"ne": 0.93})
     assert verdict.passed
     assert verdict.champion_value == 0.93
@@ -133,8 +122,10 @@ def test_champion_re_evaluated_on_the_same_slice_is_the_reference(
     assert "re-evaluated" in registry.version_tags(settings, second)["gate_champion"]
 
 
-def test_no_champion_and_above_max_ne_promotes_nothing(helpers: ModuleType, settings: Settings) -> None:
-    bad = _candidate(helpers, settings, "vm-stories", "2026-01-02", ne=1.05)
+def test_no_champion_and_above_max_ne_promotes_nothing(
+    registry_models: ModuleType, settings: Settings
+) -> None:
+    bad = _candidate(registry_models, settings, "vm-stories", "2026-01-02", ne=1.05)
     verdict = promote_if_blessed(settings, bad, {"ne": 1.05}, CONFIG)
     assert not verdict.passed
     assert registry.champion(settings, "vm-stories") is None
