@@ -39,6 +39,17 @@ def examples(settings: Settings, ds: str) -> dict:
     return build_examples(settings, ds)
 
 
+def foundation_model(settings: Settings, ds: str) -> dict:
+    """The DAG's FM tasks for `ds`: gate the FM of `ds-1` on `ds`, then train and register `ds`."""
+    from pipeline.fm_release import gate_fm, register_fm
+    from pipeline.gate import GateConfig
+    from pipeline.train_fm import FMTrainingConfig, train_fm
+
+    verdict = gate_fm(settings, ds, GateConfig.from_settings(settings))
+    trained = train_fm(settings, ds, FMTrainingConfig.from_settings(settings))
+    return {"gate": verdict, "trained": trained, "registered": register_fm(settings, ds)}
+
+
 def describe_tables(settings: Settings) -> list[str]:
     """One line per table: its URI, its version and the row count of each `ds` partition."""
     from infra.delta import partition_row_counts, table_exists, table_version
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("ingest", "generate or import a day, validate it, write events and quarantine"),
         ("examples", "build the day's examples with Spark"),
-        ("day", "ingest, then examples"),
+        ("fm", "gate yesterday's FM on the day, then train and register the day's FM"),
+        ("day", "ingest, examples, then the FM steps"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
@@ -118,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(ingest(settings, args.ds), indent=2, default=str))
     if args.command in ("examples", "day"):
         print(json.dumps(examples(settings, args.ds), indent=2, default=str))
+    if args.command in ("fm", "day"):
+        result = foundation_model(settings, args.ds)
+        print(json.dumps(result, indent=2, default=str))
+        gate = result["gate"]
+        if gate["passed"] is False:
+            raise SystemExit(f"gate refused {gate['candidate']}: {'; '.join(gate['reasons'])}")
     if args.command == "demo":
         demo(settings, args.start or settings.start_date, args.days)
     if args.command == "tables":

@@ -18,11 +18,13 @@ def test_ds_must_be_a_date(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--ds must be YYYY-MM-DD" in capsys.readouterr().err
 
 
-def test_day_then_tables(spark, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_day_runs_every_step_then_tables(spark, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DISTILLERY_LAKE", str(tmp_path / "lake"))
     monkeypatch.setenv("DISTILLERY_EVENTS_PER_DAY", "2000")
     monkeypatch.setenv("DISTILLERY_N_USERS", "200")
     monkeypatch.setenv("DISTILLERY_HISTORY_LENGTH", "10")
+    monkeypatch.setenv("DISTILLERY_FM_SIZE", "tiny")
+    monkeypatch.setenv("DISTILLERY_MLFLOW_URI", f"sqlite:///{tmp_path}/mlflow.db")
 
     main(["day", "--ds", "2026-01-01"])
     printed = capsys.readouterr().out
@@ -31,6 +33,8 @@ def test_day_then_tables(spark, tmp_path: Path, monkeypatch, capsys) -> None:
 
     settings = Settings.from_env()
     assert partition_row_counts(settings.table_uri("examples")) == {"2026-01-01": ingested["good_rows"]}
+    assert '"passed": null' in printed, "the first day has no earlier FM to gate"
+    assert '"model_uri": "models:/gem-fm/1"' in printed
     main(["tables"])
     listing = capsys.readouterr().out
     assert f"examples    {settings.table_uri('examples')}" in listing
