@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,11 +100,28 @@ _FILE_INFO_DDL = "path string, size long, rows long, stats string"
 
 @dataclass(frozen=True)
 class PartitionCommit:
-    """What `commit_spark_partition` committed: table version, rows and files of `ds`."""
+    """What `commit_spark_partition` committed: table version, rows and files of the partition."""
 
     version: int
     rows: int
     files: int
+
+
+@dataclass(frozen=True)
+class WrittenPartition:
+    """Files written for one partition and not committed yet: what a pre-commit check sees."""
+
+    uri: str
+    paths: tuple[str, ...]  # relative to `uri`
+    rows: int
+    schema: pa.Schema  # the files' schema (partition columns excluded)
+
+    def read(self) -> pa.Table:
+        """All rows of the written files (an empty table if none)."""
+        fs, root = pafs.FileSystem.from_uri(self.uri)
+        if not self.paths:
+            return self.schema.empty_table()
+        return pq.read_table([f"{root}/{p}" for p in self.paths], filesystem=fs, schema=self.schema)
 
 
 def read_spark_partition(spark: SparkSession, uri: str, ds: str, schema: pa.Schema) -> DataFrame:
@@ -119,45 +136,72 @@ def read_spark_partition(spark: SparkSession, uri: str, ds: str, schema: pa.Sche
     return read_parquet_files(spark, uri, files, schema)
 
 
-def commit_spark_partition(df: DataFrame, uri: str, ds: str, schema: pa.Schema) -> PartitionCommit:
-    """Replace partition `ds` of the Delta table at `uri` with `df`, in one commit.
+def commit_spark_partition(
+    df: DataFrame,
+    uri: str,
+    ds: str,
+    schema: pa.Schema,
+    *,
+    partition: Mapping[str, str] | None = None,
+    before_commit: Callable[[WrittenPartition], None] | None = None,
+) -> PartitionCommit:
+    """Replace partition `ds` (and `partition`'s values) of the Delta table at `uri` with `df`, in one commit.
 
-    `df` needs `schema`'s columns except `ds` (the partition value is `ds`, whatever
-    the frame holds). Creates the table (partitioned by `ds`) on first write. Each
+    The table is partitioned by `ds` and then by the keys of `partition` (e.g.
+    `{"teacher": "gem-fm"}` replaces exactly `ds=<ds>/teacher=gem-fm`). `df` needs
+    `schema`'s columns except the partition columns (their values come from the
+    arguments, whatever the frame holds). Creates the table on first write. Each
     Spark partition of `df` becomes at most one file; nothing but file metadata
-    reaches the driver. On any failure the table is left as it was and the files
+    reaches the driver. `before_commit` sees the written, uncommitted files and may
+    raise to abort. On any failure the table is left as it was and the files
     written so far are deleted (a task still running when a failed job is cancelled
     may land its file later: never referenced, invisible to readers, and removed by
     `vacuum`).
     """
+    values = {"ds": ds, **(partition or {})}
+    for key, value in values.items():
+        if not value or any(c in value for c in "/=%\\ "):
+            raise ValueError(f"partition value {key}={value!r} must be non-empty, without / = % or spaces")
     fs, root = pafs.FileSystem.from_uri(uri)
-    part_dir = f"ds={ds}"
+    part_dir = "/".join(f"{k}={v}" for k, v in values.items())
     token = uuid.uuid4().hex
-    file_schema = pa.schema([f for f in schema if f.name != "ds"])
+    file_schema = pa.schema([f for f in schema if f.name not in values])
     write = _partition_file_writer(uri, part_dir, token, file_schema)
     committed: set[str] = set()
     try:
         infos = df.select(*file_schema.names).mapInArrow(write, _FILE_INFO_DDL).collect()
+        if before_commit is not None:
+            paths = tuple(sorted(i.path for i in infos))
+            before_commit(WrittenPartition(uri, paths, sum(i.rows for i in infos), file_schema))
         now_ms = int(time.time() * 1000)
-        actions = [AddAction(i.path, i.size, {"ds": ds}, now_ms, True, i.stats) for i in infos]
-        _commit_partition(uri, schema, actions, ds)
+        actions = [AddAction(i.path, i.size, values, now_ms, True, i.stats) for i in infos]
+        _commit_partition(uri, schema, actions, values)
         committed = {i.path for i in infos}
     finally:
-        _remove_uncommitted(fs, f"{root}/{part_dir}", token, committed)
+        _remove_uncommitted(fs, root, part_dir, token, committed)
     return PartitionCommit(table_version(uri), sum(i.rows for i in infos), len(infos))
 
 
-def _commit_partition(uri: str, schema: pa.Schema, actions: list[AddAction], ds: str) -> None:
-    """One commit: create the table with `actions`, or overwrite partition `ds` with them."""
+def _commit_partition(uri: str, schema: pa.Schema, actions: list[AddAction], values: dict[str, str]) -> None:
+    """One commit: create the table with `actions`, or overwrite the partition `values` with them."""
+    partition_by = list(values)
     if not table_exists(uri):
-        create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=["ds"])
+        create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=partition_by)
         return
     table = DeltaTable(uri)
     existing = pa.schema(table.schema().to_arrow()).names
     if existing != schema.names:
         raise ValueError(f"Delta table {uri} has columns {existing}, the data has {schema.names}")
+    if list(table.metadata().partition_columns) != partition_by:
+        raise ValueError(
+            f"Delta table {uri} is partitioned by {table.metadata().partition_columns}, not {partition_by}"
+        )
     table.create_write_transaction(
-        actions, mode="overwrite", schema=schema, partition_by=["ds"], partition_filters=[("ds", "=", ds)]
+        actions,
+        mode="overwrite",
+        schema=schema,
+        partition_by=partition_by,
+        partition_filters=[(k, "=", v) for k, v in values.items()],
     )
 
 
@@ -230,10 +274,11 @@ class _FileStats:
         return json.dumps(stats)
 
 
-def _remove_uncommitted(fs: pafs.FileSystem, part_dir: str, token: str, committed: set[str]) -> None:
-    """Delete files written under `token` that the table does not reference."""
-    selector = pafs.FileSelector(part_dir, allow_not_found=True)
+def _remove_uncommitted(
+    fs: pafs.FileSystem, root: str, part_dir: str, token: str, committed: set[str]
+) -> None:
+    """Delete files under `root/part_dir` written under `token` that the table does not reference."""
+    selector = pafs.FileSelector(f"{root}/{part_dir}", allow_not_found=True)
     for info in fs.get_file_info(selector):
-        rel_path = f"{part_dir.rsplit('/', 1)[-1]}/{info.base_name}"
-        if token in info.base_name and rel_path not in committed:
+        if token in info.base_name and f"{part_dir}/{info.base_name}" not in committed:
             fs.delete_file(info.path)

@@ -90,3 +90,21 @@ USER_STATE_SCHEMA = pa.schema(
         pa.field("conversion_ts", TS_TYPE),
     ]
 )
+
+# Logged teacher outputs (ExFM's DAS): one row per (example, teacher version), the
+# teacher's logit per task from the example's own surface head and its `embed()`.
+# Partitioned by (ds, teacher): a re-run replaces exactly one teacher's day.
+TEACHER_OUTPUTS_PARTITIONS: tuple[str, ...] = ("ds", "teacher")
+TEACHER_OUTPUTS_SCHEMA = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("ds", pa.string(), nullable=False),
+        pa.field("teacher", pa.string(), nullable=False),  # registered model name
+        pa.field("teacher_version", pa.int32(), nullable=False),
+        pa.field("teacher_trained_through", pa.string(), nullable=False),  # YYYY-MM-DD, < ds
+        pa.field("surface", pa.string(), nullable=False),
+        pa.field("logit_click", pa.float32(), nullable=False),
+        pa.field("logit_conversion", pa.float32(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),  # GemFM.embed(), (embed_dim,)
+    ]
+)

@@ -42,6 +42,8 @@ class Settings:
     fm_size: str = "base"  # a name in teacher.config.SIZES: tiny, base, large
     gate_max_ne: float = 1.0  # a model is promoted only with click NE below this ...
     gate_max_regression: float = 0.01  # ... and at most this much worse than the champion
+    teacher_delay_days: int = 0  # knowledge for ds from the teacher trained through ds-1-k
+    knowledge_batch_size: int = 1_024  # examples per teacher forward pass in the executors
     start_date: str = "2026-01-01"
 
     def __post_init__(self) -> None:
@@ -51,6 +53,10 @@ class Settings:
             raise ValueError(f"DISTILLERY_MAX_BAD_SHARE must be in [0, 1], got {self.max_bad_share}")
         if self.history_length < 1:
             raise ValueError(f"DISTILLERY_HISTORY_LENGTH must be >= 1, got {self.history_length}")
+        if self.teacher_delay_days < 0:
+            raise ValueError(f"DISTILLERY_TEACHER_DELAY_DAYS must be >= 0, got {self.teacher_delay_days}")
+        if self.knowledge_batch_size < 1:
+            raise ValueError(f"DISTILLERY_KNOWLEDGE_BATCH_SIZE must be >= 1, got {self.knowledge_batch_size}")
         object.__setattr__(self, "lake", _absolute_uri(self.lake))
         object.__setattr__(self, "events_dir", _absolute_uri(self.events_dir))
         if not self.mlflow_uri:

@@ -126,3 +126,63 @@ def test_an_empty_frame_empties_the_partition(spark, tmp_path: Path) -> None:
     assert (empty.rows, empty.files) == (0, 0)
     assert delta.read_partition(uri, "2026-01-01").num_rows == 0
     assert delta.partition_row_counts(uri) == {}
+
+
+KEYED = pa.schema([*SCHEMA, pa.field("key", pa.string(), nullable=False)])
+
+
+def keyed_frame(spark, ds: str, n: int, offset: int = 0):
+    from infra.spark import spark_schema
+
+    table = rows(ds, n, offset).append_column("key", pa.array(["ignored"] * n))
+    return spark.createDataFrame(table.to_pylist(), spark_schema(KEYED)).repartition(2)
+
+
+def test_a_two_level_partition_is_replaced_alone(spark, tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    for key in ("a", "b"):
+        delta.commit_spark_partition(
+            keyed_frame(spark, "2026-01-01", 3), uri, "2026-01-01", KEYED, partition={"key": key}
+        )
+
+    again = delta.commit_spark_partition(
+        keyed_frame(spark, "2026-01-01", 2, offset=10), uri, "2026-01-01", KEYED, partition={"key": "a"}
+    )
+
+    assert (again.version, again.rows) == (2, 2)
+    table = delta.read_partition(uri, "2026-01-01")
+    by_key = {k: sorted(r["n"] for r in table.to_pylist() if r["key"] == k) for k in ("a", "b")}
+    assert by_key == {"a": [10, 11], "b": [0, 1, 2]}
+    assert DeltaTable(uri).metadata().partition_columns == ["ds", "key"]
+    live_a = {p for p in live_files(uri) if p.startswith("ds=2026-01-01/key=a/")}
+    assert len(live_a) == again.files and len(live_files(uri)) == again.files + 2
+    assert delta.partition_row_counts(uri) == {"2026-01-01": 5}
+    with pytest.raises(ValueError, match="partitioned by"):
+        delta.commit_spark_partition(keyed_frame(spark, "2026-01-01", 1), uri, "2026-01-01", KEYED)
+
+
+def test_a_refusing_pre_commit_check_leaves_the_table_and_no_files(spark, tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    delta.commit_spark_partition(
+        keyed_frame(spark, "2026-01-01", 3), uri, "2026-01-01", KEYED, partition={"key": "a"}
+    )
+    before = (delta.table_version(uri), parquet_files(uri))
+    seen: list[pa.Table] = []
+
+    def refuse(written: delta.WrittenPartition) -> None:
+        assert written.rows == 4
+        seen.append(written.read())
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        delta.commit_spark_partition(
+            keyed_frame(spark, "2026-01-01", 4),
+            uri,
+            "2026-01-01",
+            KEYED,
+            partition={"key": "a"},
+            before_commit=refuse,
+        )
+
+    assert seen[0].num_rows == 4 and not {"ds", "key"} & set(seen[0].column_names)
+    assert (delta.table_version(uri), parquet_files(uri)) == before
