@@ -1,0 +1,94 @@
+"""Teacher knowledge of a batch: the Arrow path equals the plain PyTorch forward and embed()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from infra.schema import EXAMPLES_SCHEMA, SURFACES, TEACHER_OUTPUTS_SCHEMA
+from infra.sources.synthetic import SyntheticWorld, WorldConfig
+from teacher import knowledge
+from teacher.config import config_for
+from teacher.features import table_to_features
+from teacher.model import GemFM
+
+TEACHER = knowledge.TeacherIdentity("gem-fm", 3, "2026-01-01")
+
+
+def with_histories(examples: pa.Table, seed: int, max_len: int = 24) -> pa.Table:
+    """`examples` with random non-empty-or-empty histories (lengths 0..max_len)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_len + 1, examples.num_rows)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    total = int(lengths.sum())
+    values = {
+        "hist_item_id": pa.array(rng.integers(0, 10_000, total), pa.int64()),
+        "hist_category_id": pa.array(rng.integers(0, 50, total), pa.int32()),
+        "hist_surface": pa.array(rng.integers(0, len(SURFACES), total), pa.int8()),
+        "hist_event_type": pa.array(rng.integers(1, 6, total), pa.int8()),
+        "hist_dt_s": pa.array(rng.uniform(1, 1e6, total), pa.float32()),
+    }
+    table = examples.set_column(
+        examples.schema.get_field_index("hist_len"), "hist_len", pa.array(lengths.astype(np.int32))
+    )
+    for name, flat in values.items():
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, flat)
+        )
+    return table.cast(EXAMPLES_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def examples(as_examples) -> pa.Table:
+    world = SyntheticWorld(WorldConfig(seed=3, events_per_day=500, n_users=50))
+    return with_histories(as_examples(world.day_table("2026-01-02")), seed=1)
+
+
+@pytest.fixture(scope="module")
+def model() -> GemFM:
+    torch.manual_seed(0)
+    return GemFM(config_for("tiny")).eval()
+
+
+def test_outputs_equal_the_plain_forward(model: GemFM, examples: pa.Table) -> None:
+    out = pa.Table.from_batches([knowledge.teacher_outputs(model, examples.to_batches()[0], TEACHER, 64)])
+
+    assert out.schema == TEACHER_OUTPUTS_SCHEMA
+    assert out["example_id"].to_pylist() == examples["example_id"].to_pylist()
+    assert out["surface"].to_pylist() == examples["surface"].to_pylist()
+    assert set(out["teacher_version"].to_pylist()) == {3} and set(out["ds"].to_pylist()) == {"2026-01-02"}
+    with torch.no_grad():
+        features = table_to_features(examples, model.config)
+        logits, embedding = model(features).numpy(), model.embed(features).numpy()
+    got = np.stack([out["logit_click"].to_numpy(), out["logit_conversion"].to_numpy()], axis=1)
+    got_embedding = np.stack(out["embedding"].to_numpy(zero_copy_only=False))
+    assert np.abs(got - logits).max() < 1e-5
+    assert np.abs(got_embedding - embedding).max() < 1e-5
+    assert got_embedding.shape == (examples.num_rows, model.config.embed_dim)
+
+
+def test_batch_size_changes_nothing(model: GemFM, examples: pa.Table) -> None:
+    small = knowledge.teacher_outputs(model, examples, TEACHER, 7)
+    large = knowledge.teacher_outputs(model, examples, TEACHER, 10_000)
+    assert np.abs(small["logit_click"].to_numpy() - large["logit_click"].to_numpy()).max() < 1e-5
+
+
+def test_an_empty_batch_gives_an_empty_batch(model: GemFM, examples: pa.Table) -> None:
+    out = knowledge.teacher_outputs(model, examples.slice(0, 0), TEACHER, 16)
+    assert out.num_rows == 0 and out.schema == TEACHER_OUTPUTS_SCHEMA
+
+
+def test_the_model_is_built_once_per_process(model: GemFM, examples: pa.Table) -> None:
+    loads = []
+
+    def load() -> tuple[dict, bytes]:
+        loads.append(1)
+        return model.config.to_dict(), knowledge.state_to_bytes(model)
+
+    first = knowledge.cached_model(("test-fm", 1), load)
+    assert knowledge.cached_model(("test-fm", 1), load) is first and len(loads) == 1
+    rebuilt = knowledge.teacher_outputs(first, examples, TEACHER, 128)
+    direct = knowledge.teacher_outputs(model, examples, TEACHER, 128)
+    assert rebuilt["logit_click"].equals(direct["logit_click"])
