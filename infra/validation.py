@@ -22,6 +22,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from great_expectations.data_context import EphemeralDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
@@ -146,10 +147,17 @@ def events_expectations() -> list[gxe.Expectation]:
 
 
 @functools.cache
-def _validation_definition() -> gx.ValidationDefinition:
-    """Ephemeral context + pandas dataframe asset + events suite, built once per process."""
+def gx_context() -> EphemeralDataContext:
+    """The process's one ephemeral GX context (every suite of `infra` lives in it)."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+@functools.cache
+def _validation_definition() -> gx.ValidationDefinition:
+    """Pandas dataframe asset + events suite in the shared context, built once per process."""
+    context = gx_context()
     batch = context.data_sources.add_pandas("events").add_dataframe_asset("events_batch")
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=events_expectations()))
     definition = gx.ValidationDefinition(
