@@ -281,6 +281,17 @@ def find_trained(
     return found[0] if found else None
 
 
+def get_version(settings: Settings, name: str, version: int) -> ModelRef | None:
+    """Version `version` of `name`, or None when the model or the version does not exist."""
+    client = configure_mlflow(settings)
+    try:
+        return _ref(client.get_model_version(name, str(version)))
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 def alias_version(settings: Settings, name: str, alias: str = CHAMPION) -> ModelRef | None:
     """The version of `name` holding `alias`, or None (no such model or alias yet)."""
     client = configure_mlflow(settings)

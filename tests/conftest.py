@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from infra.schema import EXAMPLES_SCHEMA
+from infra.schema import EXAMPLES_SCHEMA, SURFACES
 from infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,6 +46,35 @@ def events_as_examples(events: pa.Table) -> pa.Table:
 def as_examples() -> Callable[[pa.Table], pa.Table]:
     """`events_as_examples`, for tests that need examples but not their histories."""
     return events_as_examples
+
+
+def random_histories(examples: pa.Table, seed: int, max_len: int = 24) -> pa.Table:
+    """`examples` with random histories of 0..max_len tokens (valid codes, not a real past)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_len + 1, examples.num_rows)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    total = int(lengths.sum())
+    values = {
+        "hist_item_id": pa.array(rng.integers(0, 10_000, total), pa.int64()),
+        "hist_category_id": pa.array(rng.integers(0, 50, total), pa.int32()),
+        "hist_surface": pa.array(rng.integers(0, len(SURFACES), total), pa.int8()),
+        "hist_event_type": pa.array(rng.integers(1, 6, total), pa.int8()),
+        "hist_dt_s": pa.array(rng.uniform(1, 1e6, total), pa.float32()),
+    }
+    table = examples.set_column(
+        examples.schema.get_field_index("hist_len"), "hist_len", pa.array(lengths.astype(np.int32))
+    )
+    for name, flat in values.items():
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, flat)
+        )
+    return table.cast(EXAMPLES_SCHEMA)
+
+
+@pytest.fixture(scope="session")
+def with_histories() -> Callable[..., pa.Table]:
+    """`random_histories`, for model tests that need non-empty histories without Spark."""
+    return random_histories
 
 
 @pytest.fixture(scope="session")

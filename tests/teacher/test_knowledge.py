@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from infra.schema import EXAMPLES_SCHEMA, SURFACES, TEACHER_OUTPUTS_SCHEMA
+from infra.schema import TEACHER_OUTPUTS_SCHEMA
 from infra.sources.synthetic import SyntheticWorld, WorldConfig
 from teacher import knowledge
 from teacher.config import config_for
@@ -17,31 +17,8 @@ from teacher.model import GemFM
 TEACHER = knowledge.TeacherIdentity("gem-fm", 3, "2026-01-01")
 
 
-def with_histories(examples: pa.Table, seed: int, max_len: int = 24) -> pa.Table:
-    """`examples` with random non-empty-or-empty histories (lengths 0..max_len)."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(0, max_len + 1, examples.num_rows)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    total = int(lengths.sum())
-    values = {
-        "hist_item_id": pa.array(rng.integers(0, 10_000, total), pa.int64()),
-        "hist_category_id": pa.array(rng.integers(0, 50, total), pa.int32()),
-        "hist_surface": pa.array(rng.integers(0, len(SURFACES), total), pa.int8()),
-        "hist_event_type": pa.array(rng.integers(1, 6, total), pa.int8()),
-        "hist_dt_s": pa.array(rng.uniform(1, 1e6, total), pa.float32()),
-    }
-    table = examples.set_column(
-        examples.schema.get_field_index("hist_len"), "hist_len", pa.array(lengths.astype(np.int32))
-    )
-    for name, flat in values.items():
-        table = table.set_column(
-            table.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, flat)
-        )
-    return table.cast(EXAMPLES_SCHEMA)
-
-
 @pytest.fixture(scope="module")
-def examples(as_examples) -> pa.Table:
+def examples(as_examples, with_histories) -> pa.Table:
     world = SyntheticWorld(WorldConfig(seed=3, events_per_day=500, n_users=50))
     return with_histories(as_examples(world.day_table("2026-01-02")), seed=1)
 

@@ -1,0 +1,221 @@
+"""Generate a teacher's knowledge for one day with Spark: Delta `teacher_outputs`.
+
+Reads:  Delta `examples` partition `ds` (EXAMPLES_SCHEMA); the registered teacher
+        (`models:/<name>/<version>`, chosen by `resolve_teacher`).
+Writes: Delta `teacher_outputs` partition (`ds`, teacher) (TEACHER_OUTPUTS_SCHEMA), in one
+        commit that replaces exactly that partition, after a row count and the GX suite
+        (`infra.output_validation`) passed on the written files.
+
+Leakage rule (ExFM's logged teacher outputs): the teacher used for day `ds` was
+trained only on days before it. With a delay of k days the teacher is the one
+trained through `ds-1-k` (k = 0: the current `champion`, which must be trained
+through `ds-1` or earlier); an explicit version or alias must be trained through
+a day strictly before `ds-k`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from infra import delta, registry
+from infra.schema import EXAMPLES_SCHEMA, TEACHER_OUTPUTS_SCHEMA
+from infra.settings import Settings
+from teacher.knowledge import TeacherIdentity, state_to_bytes
+
+if TYPE_CHECKING:
+    from pyspark import Broadcast
+    from pyspark.sql import DataFrame, SparkSession
+
+    from teacher.model import GemFM
+
+TABLE = "teacher_outputs"
+
+
+class TeacherLeakageError(ValueError):
+    """The requested teacher was trained on data of `ds` or later (or of the delay window)."""
+
+
+class NoEligibleTeacherError(LookupError):
+    """No registered teacher satisfies the request (e.g. the first day: nothing trained before it)."""
+
+
+class MissingExamplesError(RuntimeError):
+    """The day has no `examples` partition: build it first."""
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """How knowledge is generated: the teacher's delay in days and the forward-pass batch size."""
+
+    delay_days: int = 0
+    batch_size: int = 1_024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KnowledgeConfig:
+        """`DISTILLERY_TEACHER_DELAY_DAYS` and `DISTILLERY_KNOWLEDGE_BATCH_SIZE`."""
+        return cls(delay_days=settings.teacher_delay_days, batch_size=settings.knowledge_batch_size)
+
+
+@dataclass(frozen=True)
+class ResolvedTeacher:
+    """A registered teacher version and the last day of its training data."""
+
+    ref: registry.ModelRef
+    trained_through: str
+
+    @property
+    def identity(self) -> TeacherIdentity:
+        return TeacherIdentity(self.ref.name, self.ref.version, self.trained_through)
+
+
+def _shift(ds: str, days: int) -> str:
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()
+
+
+def _requested(
+    settings: Settings, name: str, cutoff: str, delay_days: int, version: int | None, alias: str | None
+) -> registry.ModelRef:
+    """The version the request names, or by default the one the delay selects."""
+    if version is not None:
+        found, what = registry.get_version(settings, name, version), f"version {version}"
+    elif alias is not None:
+        found, what = registry.alias_version(settings, name, alias), f"alias {alias!r}"
+    elif delay_days > 0:
+        found = registry.find_version(settings, name, "trained_through", cutoff)
+        what = f"version trained through {cutoff}"
+    else:
+        found, what = registry.champion(settings, name), f"{registry.CHAMPION!r} alias"
+    if found is None:
+        raise NoEligibleTeacherError(f"no eligible teacher: {name} has no {what}")
+    return found
+
+
+def resolve_teacher(
+    settings: Settings,
+    name: str,
+    ds: str,
+    delay_days: int = 0,
+    version: int | None = None,
+    alias: str | None = None,
+) -> ResolvedTeacher:
+    """The teacher for day `ds` under the leakage rule (see the module docstring).
+
+    Raises NoEligibleTeacherError when nothing matches the request, and
+    TeacherLeakageError when the match was trained on `ds - delay_days` or later.
+    """
+    if delay_days < 0:
+        raise ValueError(f"delay_days must be >= 0, got {delay_days}")
+    if version is not None and alias is not None:
+        raise ValueError("give a version or an alias, not both")
+    cutoff = _shift(ds, -1 - delay_days)  # the last day the teacher may have trained on
+    ref = _requested(settings, name, cutoff, delay_days, version, alias)
+    trained_through = registry.version_tags(settings, ref).get("trained_through")
+    if trained_through is None:
+        raise TeacherLeakageError(f"{ref.uri} has no trained_through tag: its training data is unknown")
+    if trained_through > cutoff:
+        delay = f" with a delay of {delay_days} days" if delay_days else ""
+        raise TeacherLeakageError(
+            f"leakage: {ref.uri} was trained through {trained_through}, but knowledge for ds={ds}{delay} "
+            f"needs a teacher trained through {cutoff} or earlier (strictly before {_shift(ds, -delay_days)})"
+        )
+    return ResolvedTeacher(ref, trained_through)
+
+
+def _outputs_function(
+    payload: Broadcast, teacher: TeacherIdentity, batch_size: int
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The mapInArrow function: examples batches -> teacher_outputs batches, in a Python worker."""
+    key = (teacher.name, teacher.version)
+
+    def outputs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import torch
+
+        from teacher import knowledge
+
+        # Spark runs one task per core: a torch thread pool per worker would oversubscribe them.
+        torch.set_num_threads(1)
+        model = knowledge.cached_model(key, lambda: (payload.value["config"], payload.value["state"]))
+        for batch in batches:
+            yield knowledge.teacher_outputs(model, batch, teacher, batch_size)
+
+    return outputs
+
+
+def compute_outputs(
+    spark: SparkSession, examples: DataFrame, teacher: ResolvedTeacher, model: GemFM, batch_size: int
+) -> tuple[DataFrame, Broadcast]:
+    """teacher_outputs rows for `examples` (lazy), and the broadcast weights to destroy after use."""
+    from infra.spark import spark_schema
+
+    payload = spark.sparkContext.broadcast({"config": model.config.to_dict(), "state": state_to_bytes(model)})
+    function = _outputs_function(payload, teacher.identity, batch_size)
+    return examples.mapInArrow(function, spark_schema(TEACHER_OUTPUTS_SCHEMA)), payload
+
+
+def commit_outputs(
+    outputs: DataFrame, uri: str, ds: str, teacher: ResolvedTeacher, expected_rows: int, embed_dim: int
+) -> delta.PartitionCommit:
+    """Write `outputs` and commit them as partition (ds, teacher.name) once the checks pass.
+
+    Before the commit: the written rows must number `expected_rows` (the day's
+    examples) and pass the GX suite; otherwise TeacherOutputsInvalid and nothing changes.
+    """
+    from infra.output_validation import TeacherOutputsInvalid, check_teacher_outputs
+
+    def check(written: delta.WrittenPartition) -> None:
+        if written.rows != expected_rows:
+            raise TeacherOutputsInvalid(
+                f"{written.rows} teacher outputs written for {expected_rows} examples of {ds}: not committed"
+            )
+        check_teacher_outputs(written.read(), embed_dim, teacher.ref.version, teacher.trained_through)
+
+    return delta.commit_spark_partition(
+        outputs, uri, ds, TEACHER_OUTPUTS_SCHEMA, partition={"teacher": teacher.ref.name}, before_commit=check
+    )
+
+
+def generate_teacher_knowledge(
+    settings: Settings,
+    name: str,
+    ds: str,
+    config: KnowledgeConfig,
+    version: int | None = None,
+    alias: str | None = None,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
+    """Replace partition (`ds`, `name`) of `teacher_outputs` with the teacher's outputs on day `ds`.
+
+    Returns references: the table URI, the partition, the teacher's model URI and
+    training day, the rows and the committed table version.
+    """
+    from infra.spark import get_spark
+
+    teacher = resolve_teacher(settings, name, ds, config.delay_days, version, alias)
+    examples_uri, uri = settings.table_uri("examples"), settings.table_uri(TABLE)
+    expected = delta.partition_row_counts(examples_uri).get(ds)
+    if expected is None:
+        raise MissingExamplesError(f"no examples for {ds} in {examples_uri}: build them first")
+    model, _ = registry.load_torch_module(teacher.ref.uri)
+    spark = spark or get_spark(settings)
+    examples = delta.read_spark_partition(spark, examples_uri, ds, EXAMPLES_SCHEMA)
+    outputs, payload = compute_outputs(spark, examples, teacher, model, config.batch_size)
+    try:
+        written = commit_outputs(outputs, uri, ds, teacher, expected, model.config.embed_dim)
+    finally:
+        payload.destroy()
+    return {
+        "teacher_outputs": uri,
+        "ds": ds,
+        "teacher": name,
+        "model_uri": teacher.ref.uri,
+        "teacher_version": teacher.ref.version,
+        "trained_through": teacher.trained_through,
+        "delay_days": config.delay_days,
+        "rows": written.rows,
+        "version": written.version,
+    }
