@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from infra.settings import Settings
 
-TABLES = ("events", "quarantine", "examples", "user_state")
+TABLES = ("events", "quarantine", "examples", "user_state", "teacher_outputs")
 
 
 def _day(value: str) -> str:
@@ -48,6 +48,35 @@ def foundation_model(settings: Settings, ds: str) -> dict:
     verdict = gate_fm(settings, ds, GateConfig.from_settings(settings))
     trained = train_fm(settings, ds, FMTrainingConfig.from_settings(settings))
     return {"gate": verdict, "trained": trained, "registered": register_fm(settings, ds)}
+
+
+def knowledge(
+    settings: Settings,
+    ds: str,
+    teacher: str = "gem-fm",
+    delay_days: int | None = None,
+    version: int | None = None,
+    alias: str | None = None,
+    skip_without_teacher: bool = False,
+) -> dict:
+    """Generate the teacher's `teacher_outputs` partition for `ds` with Spark.
+
+    The delay defaults to `DISTILLERY_TEACHER_DELAY_DAYS`. With `skip_without_teacher`
+    (the `day` command, as the DAG does), no eligible teacher is a skip, not an error.
+    """
+    import dataclasses
+
+    from pipeline.knowledge import KnowledgeConfig, NoEligibleTeacherError, generate_teacher_knowledge
+
+    config = KnowledgeConfig.from_settings(settings)
+    if delay_days is not None:
+        config = dataclasses.replace(config, delay_days=delay_days)
+    try:
+        return generate_teacher_knowledge(settings, teacher, ds, config, version=version, alias=alias)
+    except NoEligibleTeacherError as none:
+        if not skip_without_teacher:
+            raise
+        return {"ds": ds, "teacher": teacher, "skipped": str(none)}
 
 
 def describe_tables(settings: Settings) -> list[str]:
@@ -107,10 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest", "generate or import a day, validate it, write events and quarantine"),
         ("examples", "build the day's examples with Spark"),
         ("fm", "gate yesterday's FM on the day, then train and register the day's FM"),
-        ("day", "ingest, examples, then the FM steps"),
+        ("day", "ingest, examples, the FM steps, then the teacher's knowledge"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
+    teach = commands.add_parser("knowledge", help="write the teacher's outputs on a day (Spark)")
+    teach.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
+    teach.add_argument("--teacher", default="gem-fm", help="registered model name")
+    teach.add_argument("--delay-days", type=int, default=None, help="k: the teacher trained through ds-1-k")
+    which = teach.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, default=None, help="this version (must be trained before ds-k)")
+    which.add_argument("--alias", default=None, help="the version holding this alias (same rule)")
     demo_cmd = commands.add_parser("demo", help="run the daily DAG through Airflow for a few days")
     demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
     demo_cmd.add_argument("--days", type=int, default=3)
@@ -136,6 +172,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         gate = result["gate"]
         if gate["passed"] is False:
             raise SystemExit(f"gate refused {gate['candidate']}: {'; '.join(gate['reasons'])}")
+    if args.command == "day":
+        print(json.dumps(knowledge(settings, args.ds, skip_without_teacher=True), indent=2, default=str))
+    if args.command == "knowledge":
+        from pipeline.knowledge import NoEligibleTeacherError, TeacherLeakageError
+
+        try:
+            result = knowledge(settings, args.ds, args.teacher, args.delay_days, args.version, args.alias)
+        except (NoEligibleTeacherError, TeacherLeakageError) as refused:
+            raise SystemExit(f"distillery knowledge: {refused}") from refused
+        print(json.dumps(result, indent=2, default=str))
     if args.command == "demo":
         demo(settings, args.start or settings.start_date, args.days)
     if args.command == "tables":

@@ -18,6 +18,24 @@ def test_ds_must_be_a_date(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--ds must be YYYY-MM-DD" in capsys.readouterr().err
 
 
+def test_knowledge_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(
+        ["knowledge", "--ds", "2026-01-03", "--delay-days", "1", "--version", "2"]
+    )
+    assert (args.teacher, args.ds, args.delay_days, args.version, args.alias) == (
+        "gem-fm",
+        "2026-01-03",
+        1,
+        2,
+        None,
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["knowledge", "--ds", "2026-01-03", "--version", "2", "--alias", "champion"]
+        )
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_day_runs_every_step_then_tables(spark, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DISTILLERY_LAKE", str(tmp_path / "lake"))
     monkeypatch.setenv("DISTILLERY_EVENTS_PER_DAY", "2000")
@@ -35,6 +53,7 @@ def test_day_runs_every_step_then_tables(spark, tmp_path: Path, monkeypatch, cap
     assert partition_row_counts(settings.table_uri("examples")) == {"2026-01-01": ingested["good_rows"]}
     assert '"passed": null' in printed, "the first day has no earlier FM to gate"
     assert '"model_uri": "models:/gem-fm/1"' in printed
+    assert "no eligible teacher: gem-fm has no 'champion' alias" in printed, "day 1 has no teacher yet"
     main(["tables"])
     listing = capsys.readouterr().out
     assert f"examples    {settings.table_uri('examples')}" in listing
