@@ -21,6 +21,12 @@ The daily knowledge-transfer pipeline for one logical day `ds` (the data interva
    date) makes one time-ordered pass over day `ds` and is checkpointed under `ds`.
 6. **register_fm**: the new checkpoint becomes a version of `gem-fm` in MLflow with its
    lineage tags (`trained_through`, `examples_version`, `config_hash`, `git_sha`).
+7. **generate_knowledge**: after the gate (passed, refused or skipped: the champion is
+   then still a valid teacher), Spark runs the teacher over the day's examples and
+   replaces the (`ds`, `gem-fm`) partition of Delta `teacher_outputs` (per example: a
+   logit per task and the embedding). The teacher was trained only on days before `ds`:
+   the `champion`, or with `DISTILLERY_TEACHER_DELAY_DAYS=k` the version trained through
+   `ds-1-k`. With no eligible teacher (the first day) the task is skipped.
 
 `build_examples` and `train_fm` run in date order (`depends_on_past`, one active
 run): a backfill builds and trains day 1, then day 2, and a failed day holds the
@@ -28,7 +34,8 @@ later ones, waiting, until it is cleared.
 
 Tasks pass table URIs and partitions, never data. Every step replaces exactly its
 partition, so clearing and re-running a day is safe. The same steps run without
-Airflow: `distillery ingest --ds <ds>`, `distillery examples --ds <ds>`.
+Airflow: `distillery ingest --ds <ds>`, `distillery examples --ds <ds>`, `distillery fm --ds <ds>`,
+`distillery knowledge --teacher gem-fm --ds <ds>`.
 Settings come from `DISTILLERY_*` environment variables (see the README).
 """
 
@@ -120,9 +127,33 @@ def distillery_daily() -> None:
 
         return register_fm(Settings.from_env(), trained["ds"])
 
+    # Runs once the gate is done whatever its outcome, but only on built examples.
+    @task(trigger_rule="all_done_min_one_success")
+    def generate_knowledge(examples: dict) -> dict:
+        """Write the teacher's outputs on ds to Delta teacher_outputs; skipped without an eligible teacher."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from pipeline.knowledge import (
+            KnowledgeConfig,
+            NoEligibleTeacherError,
+            TeacherLeakageError,
+            generate_teacher_knowledge,
+        )
+        from pipeline.train_fm import FM_NAME
+
+        settings = Settings.from_env()
+        try:
+            return generate_teacher_knowledge(
+                settings, FM_NAME, examples["ds"], KnowledgeConfig.from_settings(settings)
+            )
+        except NoEligibleTeacherError as none:
+            raise AirflowSkipException(str(none)) from none
+        except TeacherLeakageError as leak:  # the registry, not the run, must change: no retries
+            raise AirflowFailException(str(leak)) from leak
+
     landed = land_events(ds="{{ ds }}")
     examples = build_examples(ingest_events(landed, ds="{{ ds }}", run_id="{{ run_id }}"))
-    gate_fm(examples)
+    gate_fm(examples) >> generate_knowledge(examples)
     register_fm(train_fm(examples))
 
 

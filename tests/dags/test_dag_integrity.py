@@ -46,7 +46,9 @@ def test_daily_dag_wiring(dagbag) -> None:
         "gate_fm": ["build_examples"],
         "train_fm": ["build_examples"],
         "register_fm": ["train_fm"],
+        "generate_knowledge": ["build_examples", "gate_fm"],
     }
+    assert dag.task_dict["generate_knowledge"].trigger_rule == "all_done_min_one_success"
 
 
 @pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -8,7 +8,7 @@ import pytest
 
 from infra import registry
 from infra.airflow_local import prepare_airflow_home, run_dag_test
-from infra.delta import partition_row_counts
+from infra.delta import partition_row_counts, read_partition
 from infra.settings import Settings
 
 DAYS = ("2026-01-01", "2026-01-02")
@@ -47,3 +47,9 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
     assert registry.version_tags(settings, by_day[DAYS[1]])["parent_checkpoint"].endswith(
         f"gem-fm/ds={DAYS[0]}/checkpoint.pt"
     )
+
+    # Day 1 had no teacher trained before it (skipped); day 2 used the champion v1.
+    outputs = settings.table_uri("teacher_outputs")
+    assert partition_row_counts(outputs) == {DAYS[1]: examples[DAYS[1]]}
+    day2 = read_partition(outputs, DAYS[1], columns=["teacher", "teacher_version", "teacher_trained_through"])
+    assert set(zip(*day2.to_pydict().values(), strict=True)) == {("gem-fm", 1, DAYS[0])}
