@@ -8,9 +8,10 @@ Writes: Delta `teacher_outputs` partition (`ds`, teacher) (TEACHER_OUTPUTS_SCHEM
 
 Leakage rule (ExFM's logged teacher outputs): the teacher used for day `ds` was
 trained only on days before it. With a delay of k days the teacher is the one
-trained through `ds-1-k` (k = 0: the current `champion`, which must be trained
-through `ds-1` or earlier); an explicit version or alias must be trained through
-a day strictly before `ds-k`.
+trained through `ds-1-k`; with k = 0 it is the champion as of `ds`: the newest
+version that passed the gate and was trained through `ds-1` or earlier (what the
+`champion` alias pointed at when day `ds` ran, so backfills reproduce it). An
+explicit version or alias must be trained through a day strictly before `ds-k`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def _shift(ds: str, days: int) -> str:
     return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()
 
 
+def champion_as_of(settings: Settings, name: str, cutoff: str) -> registry.ModelRef | None:
+    """The newest version that passed the gate and was trained through `cutoff` or earlier.
+
+    That is the champion the run of `cutoff + 1` left behind (gates run in date order),
+    so a re-run or a backfill of an old day picks the teacher the first run picked,
+    even after the `champion` alias has moved on.
+    """
+    passed = registry.find_versions(settings, name, {"gate": "passed"})
+    eligible = [
+        (trained_through, ref.version, ref)
+        for ref in passed
+        if (trained_through := registry.version_tags(settings, ref)["trained_through"]) <= cutoff
+    ]
+    return max(eligible)[2] if eligible else None
+
+
 def _requested(
     settings: Settings, name: str, cutoff: str, delay_days: int, version: int | None, alias: str | None
 ) -> registry.ModelRef:
@@ -89,7 +106,8 @@ def _requested(
         found = registry.find_version(settings, name, "trained_through", cutoff)
         what = f"version trained through {cutoff}"
     else:
-        found, what = registry.champion(settings, name), f"{registry.CHAMPION!r} alias"
+        found = champion_as_of(settings, name, cutoff)
+        what = f"version that passed the gate trained through {cutoff} or earlier"
     if found is None:
         raise NoEligibleTeacherError(f"no eligible teacher: {name} has no {what}")
     return found

@@ -53,6 +53,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, as_examples, with_histori
         train_fm(settings, ds, train)
         register_fm(settings, ds)
     registry.set_alias(settings, registry.ModelRef(FM, 1, ""))
+    registry.set_version_tags(settings, registry.ModelRef(FM, 1, ""), {"gate": "passed"}, on_run=False)
     yield settings
     mlflow.set_tracking_uri(None)
 
@@ -67,13 +68,15 @@ def test_the_leakage_rule(settings: Settings) -> None:
     def version(ds: str, **kwargs) -> int:
         return resolve_teacher(settings, FM, ds, **kwargs).ref.version
 
-    assert version(D2) == 1, "by default the champion, trained through ds-1"
+    assert version(D2) == 1, "by default the champion as of ds, trained through ds-1"
     assert version(D3, version=2) == 2
     assert version(D3, delay_days=1) == 1, "a delay of k days: the version trained through ds-1-k"
     assert version(D3, alias="champion") == 1
     with pytest.raises(
         TeacherLeakageError, match=r"models:/gem-fm/1 was trained through 2026-01-01.*ds=2026-01-01"
     ):
+        resolve_teacher(settings, FM, D1, alias="champion")
+    with pytest.raises(NoEligibleTeacherError, match="passed the gate trained through 2025-12-31 or earlier"):
         resolve_teacher(settings, FM, D1)
     with pytest.raises(TeacherLeakageError, match=r"gem-fm/2 was trained through 2026-01-02.*ds=2026-01-02"):
         resolve_teacher(settings, FM, D2, version=2)
@@ -81,12 +84,24 @@ def test_the_leakage_rule(settings: Settings) -> None:
         resolve_teacher(settings, FM, D3, delay_days=1, version=2)
     with pytest.raises(NoEligibleTeacherError, match="trained through 2025-12-31"):
         resolve_teacher(settings, FM, D2, delay_days=1)
-    with pytest.raises(NoEligibleTeacherError, match="no 'champion' alias"):
+    with pytest.raises(NoEligibleTeacherError, match="other-fm has no version that passed the gate"):
         resolve_teacher(settings, "other-fm", D2)
     with pytest.raises(NoEligibleTeacherError, match="version 9"):
         resolve_teacher(settings, FM, D3, version=9)
     with pytest.raises(TeacherLeakageError):  # the job refuses before it reads anything
         generate_teacher_knowledge(settings, FM, D2, CONFIG, version=2)
+
+
+def test_a_backfill_picks_the_champion_of_its_day(settings: Settings) -> None:
+    v1, v2 = registry.ModelRef(FM, 1, ""), registry.ModelRef(FM, 2, "")
+    registry.set_version_tags(settings, v2, {"gate": "passed"}, on_run=False)
+    registry.set_alias(settings, v2)  # the alias moves on: day 3's run promoted v2
+    try:
+        assert resolve_teacher(settings, FM, D3).ref.version == 2
+        assert resolve_teacher(settings, FM, D2).ref.version == 1, "re-running day 2 keeps its teacher"
+    finally:
+        registry.set_version_tags(settings, v2, {"gate": "failed"}, on_run=False)
+        registry.set_alias(settings, v1)
 
 
 def test_outputs_equal_a_pytorch_forward_and_a_rerun_changes_nothing(spark, settings: Settings) -> None:
