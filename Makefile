@@ -27,9 +27,11 @@ test: venv
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-## Data benchmark: events/s for generation, ingest and examples at 1e5 and 1e6 events/day.
+## Benchmarks: events/s of the data steps at 1e5 and 1e6 events/day; then the teacher
+## (FM vs small models alone, continual vs frozen, seconds per day, throughput and MFU).
 bench: venv
 	$(BIN)/distillery bench data
+	$(BIN)/distillery bench teacher
 
 ## Re-pin every package after a change to pyproject.toml's dependencies.
 lock: venv

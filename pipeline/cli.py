@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--days", type=int, default=3)
     commands.add_parser("tables", help="print where the tables are and their partitions")
     bench = commands.add_parser("bench", help="run a benchmark and write a JSON and a Markdown report")
-    bench.add_argument("suite", choices=["data"])
-    bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    bench.add_argument("suite", choices=["data", "teacher"])
+    bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="data: events/day")
+    bench.add_argument("--days", type=int, default=8, help="teacher: days, the last is the test day")
     bench.add_argument("--out", default="reports", help="folder for the reports")
     return parser
 
@@ -186,7 +187,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo(settings, args.start or settings.start_date, args.days)
     if args.command == "tables":
         print("\n".join(describe_tables(settings)))
-    if args.command == "bench":
+    if args.command == "bench" and args.suite == "data":
         from pipeline.bench_data import run_data_benchmark
 
         run_data_benchmark(settings, sizes=args.sizes, out_dir=args.out)
+    if args.command == "bench" and args.suite == "teacher":
+        from pipeline.bench_teacher import run_teacher_benchmark
+
+        run_teacher_benchmark(
+            settings,
+            days=args.days,
+            events_per_day=settings.events_per_day,
+            fm_size=settings.fm_size,
+            out_dir=args.out,
+        )
