@@ -33,6 +33,8 @@ def test_environment_overrides_with_types() -> None:
         ("DISTILLERY_SEED", "seven", "DISTILLERY_SEED='seven' is not a valid int"),
         ("DISTILLERY_SOURCE", "kafka", "DISTILLERY_SOURCE must be 'synthetic' or 'files'"),
         ("DISTILLERY_MAX_BAD_SHARE", "1.5", "DISTILLERY_MAX_BAD_SHARE must be in [0, 1]"),
+        ("DISTILLERY_TEACHER_DELAY_DAYS", "-1", "DISTILLERY_TEACHER_DELAY_DAYS must be >= 0"),
+        ("DISTILLERY_KNOWLEDGE_BATCH_SIZE", "0", "DISTILLERY_KNOWLEDGE_BATCH_SIZE must be >= 1"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
