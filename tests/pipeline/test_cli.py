@@ -53,7 +53,8 @@ def test_day_runs_every_step_then_tables(spark, tmp_path: Path, monkeypatch, cap
     assert partition_row_counts(settings.table_uri("examples")) == {"2026-01-01": ingested["good_rows"]}
     assert '"passed": null' in printed, "the first day has no earlier FM to gate"
     assert '"model_uri": "models:/gem-fm/1"' in printed
-    assert "no eligible teacher: gem-fm has no 'champion' alias" in printed, "day 1 has no teacher yet"
+    day_one_skip = "no eligible teacher: gem-fm has no version that passed the gate"
+    assert day_one_skip in printed, "day 1 has no teacher yet"
     main(["tables"])
     listing = capsys.readouterr().out
     assert f"examples    {settings.table_uri('examples')}" in listing
