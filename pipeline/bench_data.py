@@ -10,7 +10,6 @@ stay out of the figures. Writes
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import platform
@@ -19,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from infra.days import shift_day
 from infra.settings import Settings
 
 STAGES = ("generate", "land", "ingest", "examples_first_day", "examples_next_day")
@@ -45,7 +45,7 @@ def bench_size(settings: Settings, events_per_day: int) -> dict[str, float]:
         )
         spark = get_spark(cfg)
         day1 = cfg.start_date
-        day2 = (dt.date.fromisoformat(day1) + dt.timedelta(days=1)).isoformat()
+        day2 = shift_day(day1, 1)
         world = SyntheticWorld(
             WorldConfig(seed=cfg.seed, start_date=day1, events_per_day=events_per_day, n_users=cfg.n_users)
         )

@@ -8,11 +8,10 @@ The delayed-conversion rule is `teacher.labels`'.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pyarrow as pa
 
+from infra.days import shift_day
 from infra.delta import partitions, read_partition
 from teacher.labels import catch_up_day, caught_up_conversion, conversion_known, training_cutoff
 
@@ -69,4 +68,4 @@ def training_rows(examples_uri: str, ds: str, window_days: int) -> pa.Table:
 
 def previous_day(ds: str) -> str:
     """The day before `ds`."""
-    return (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
+    return shift_day(ds, -1)

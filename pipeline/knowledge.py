@@ -16,7 +16,6 @@ explicit version or alias must be trained through a day strictly before `ds-k`.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from infra import delta, registry
+from infra.days import shift_day
 from infra.schema import EXAMPLES_SCHEMA, TEACHER_OUTPUTS_SCHEMA
 from infra.settings import Settings
 from teacher.knowledge import TeacherIdentity, state_to_bytes
@@ -72,10 +72,6 @@ class ResolvedTeacher:
     @property
     def identity(self) -> TeacherIdentity:
         return TeacherIdentity(self.ref.name, self.ref.version, self.trained_through)
-
-
-def _shift(ds: str, days: int) -> str:
-    return (dt.date.fromisoformat(ds) + dt.timedelta(days=days)).isoformat()
 
 
 def champion_as_of(settings: Settings, name: str, cutoff: str) -> registry.ModelRef | None:
@@ -130,16 +126,17 @@ def resolve_teacher(
         raise ValueError(f"delay_days must be >= 0, got {delay_days}")
     if version is not None and alias is not None:
         raise ValueError("give a version or an alias, not both")
-    cutoff = _shift(ds, -1 - delay_days)  # the last day the teacher may have trained on
+    cutoff = shift_day(ds, -1 - delay_days)  # the last day the teacher may have trained on
     ref = _requested(settings, name, cutoff, delay_days, version, alias)
     trained_through = registry.version_tags(settings, ref).get("trained_through")
     if trained_through is None:
         raise TeacherLeakageError(f"{ref.uri} has no trained_through tag: its training data is unknown")
     if trained_through > cutoff:
         delay = f" with a delay of {delay_days} days" if delay_days else ""
+        horizon = shift_day(ds, -delay_days)
         raise TeacherLeakageError(
             f"leakage: {ref.uri} was trained through {trained_through}, but knowledge for ds={ds}{delay} "
-            f"needs a teacher trained through {cutoff} or earlier (strictly before {_shift(ds, -delay_days)})"
+            f"needs a teacher trained through {cutoff} or earlier (strictly before {horizon})"
         )
     return ResolvedTeacher(ref, trained_through)
 

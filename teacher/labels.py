@@ -21,6 +21,8 @@ import datetime as dt
 
 import numpy as np
 
+from infra.days import shift_day
+
 
 def training_cutoff(ds: str) -> np.datetime64:
     """The end of day `ds` (UTC): what a run training on `ds` may know."""
@@ -40,7 +42,7 @@ def conversion_known(
 
 def catch_up_day(ds: str, window_days: int) -> str:
     """The day whose pending conversion labels become final in the run of `ds`."""
-    return (dt.date.fromisoformat(ds) - dt.timedelta(days=window_days)).isoformat()
+    return shift_day(ds, -window_days)
 
 
 def caught_up_conversion(
