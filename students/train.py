@@ -1,0 +1,136 @@
+"""Continual student training for one interval, in ExFM's per-step order.
+
+No I/O: the caller brings the student (warm-started or fresh, teacher modules
+already shared), its optimizer, an optional adapter with its optimizer, and the
+day's features, knowledge, labels and label masks, time-ordered. Per minibatch:
+(1) fit the adapter one step on the fresh labels of rows with teacher output,
+(2) recompute the distillation targets `min(alpha * SG(sigma(a)), 1)` (or of
+sigma(f) without an adapter), (3) take one student step on `student_loss`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from adapters.adapter import StudentAdapter, adapted_probabilities, fit_student_adapter
+from students.config import StudentConfig
+from students.knowledge_inputs import Knowledge, slice_knowledge
+from students.losses import scaled_targets, student_loss
+from students.model import Student
+from teacher.features import FeatureBatch, slice_batch
+from teacher.train import TrainConfig
+
+
+def make_student_optimizer(student: Student, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters (frozen shared ones excluded)."""
+    return torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=train.learning_rate)
+
+
+def make_adapter(config: StudentConfig) -> StudentAdapter | None:
+    """The adapter `config.transfer.adapter` names, over the student's tasks; None for "none"."""
+    transfer = config.transfer
+    if transfer.adapter == "none":
+        return None
+    context = config.teacher_embed_dim if transfer.adapter == "context" else 0
+    return StudentAdapter(len(config.backbone.tasks), context_dim=context, hidden=transfer.adapter_hidden)
+
+
+def make_adapter_optimizer(adapter: StudentAdapter, config: StudentConfig) -> torch.optim.Optimizer:
+    """Adam at the adapter's own learning rate."""
+    return torch.optim.Adam(adapter.parameters(), lr=config.transfer.adapter_learning_rate)
+
+
+def student_teacher_logits(config: StudentConfig, knowledge: Knowledge) -> torch.Tensor:
+    """The teacher's logits on the student's tasks, by name: (B, T_teacher) -> (B, T_student)."""
+    index = [config.teacher_tasks.index(task) for task in config.backbone.tasks]
+    return knowledge["teacher_logits"][:, index]
+
+
+def _adapter_context(config: StudentConfig, knowledge: Knowledge) -> torch.Tensor | None:
+    return knowledge["teacher_embedding"] if config.transfer.adapter == "context" else None
+
+
+def teacher_probabilities(
+    student_config: StudentConfig, knowledge_slice: Knowledge, adapter: StudentAdapter | None
+) -> torch.Tensor:
+    """The distillation targets (B, T_student): `min(alpha * SG(sigma(a or f)), 1)`, no gradient."""
+    f = student_teacher_logits(student_config, knowledge_slice).detach()
+    if adapter is None:
+        p = torch.sigmoid(f)
+    else:
+        p = adapted_probabilities(adapter, f, _adapter_context(student_config, knowledge_slice))
+    return scaled_targets(p, student_config.transfer.label_scale)
+
+
+def train_student_interval(
+    student: Student,
+    optimizer: torch.optim.Optimizer,
+    features: FeatureBatch,
+    knowledge: Knowledge,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    train: TrainConfig,
+    adapter: StudentAdapter | None = None,
+    adapter_optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, float]:
+    """One pass in row order; returns mean losses and throughput.
+
+    `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the student's order;
+    `knowledge` holds N rows. Keys: train_loss, serving_loss, kd_loss, aux_loss,
+    adapter_loss, examples, train_seconds, examples_per_s.
+    """
+    config = student.config
+    if (adapter is not None) != (config.transfer.adapter != "none"):
+        given = "an adapter was" if adapter is not None else "no adapter was"
+        raise ValueError(f"transfer.adapter is {config.transfer.adapter!r} but {given} given")
+    if adapter is not None and adapter_optimizer is None:
+        raise ValueError("an adapter needs its adapter_optimizer")
+    student.train()
+    n = int(labels.shape[0])
+    sums = dict.fromkeys(("train_loss", "serving_loss", "kd_loss", "aux_loss", "adapter_loss"), 0.0)
+    steps, start = 0, time.perf_counter()
+    for begin in range(0, n, train.batch_size):
+        rows = slice(begin, min(begin + train.batch_size, n))
+        known = slice_knowledge(knowledge, rows)
+        y, m, has_teacher = labels[rows], mask[rows], known["teacher_mask"]
+        if adapter is not None and adapter_optimizer is not None:
+            sums["adapter_loss"] += fit_student_adapter(
+                adapter,
+                adapter_optimizer,
+                student_teacher_logits(config, known),
+                y,
+                m * has_teacher[:, None],
+                _adapter_context(config, known),
+            )
+        targets = teacher_probabilities(config, known, adapter) if config.transfer.distillation else y
+        output = student(slice_batch(features, rows), known)
+        loss, parts = student_loss(output, y, m, targets, has_teacher, config.transfer)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums["train_loss"] += float(loss.detach())
+        for part, value in parts.items():
+            sums[f"{part}_loss"] += value
+        steps += 1
+    seconds = time.perf_counter() - start
+    return {k: v / max(steps, 1) for k, v in sums.items()} | {
+        "examples": float(n),
+        "train_seconds": seconds,
+        "examples_per_s": n / seconds if seconds else 0.0,
+    }
+
+
+@torch.no_grad()
+def predict_student(
+    student: Student, features: FeatureBatch, knowledge: Knowledge, batch_size: int = 4_096
+) -> torch.Tensor:
+    """Serving logits (N, T) in eval mode, batch by batch."""
+    student.eval()
+    n = int(features["surface"].shape[0])
+    outputs = [
+        student(slice_batch(features, rows), slice_knowledge(knowledge, rows)).serving
+        for rows in (slice(b, min(b + batch_size, n)) for b in range(0, n, batch_size))
+    ]
+    return torch.cat(outputs) if outputs else torch.zeros(0, len(student.config.backbone.tasks))
