@@ -28,14 +28,28 @@ The daily knowledge-transfer pipeline for one logical day `ds` (the data interva
    the `champion`, or with `DISTILLERY_TEACHER_DELAY_DAYS=k` the version trained through
    `ds-1-k`. With no eligible teacher (the first day) the task is skipped.
 
-`build_examples` and `train_fm` run in date order (`depends_on_past`, one active
+8. **domain_fm** (mapped, one group per domain): `gate_student` measures the
+   `domain-fm-<domain>` version trained through `ds-1` on the domain's day `ds` and
+   moves its `champion` if it passes (fails on refusal, skipped when there is none);
+   `distill_student` trains the domain FM through `ds` from `gem-fm`'s knowledge and
+   registers it with its lineage (`teacher` = `gem-fm/<version>`, table versions);
+   `generate_domain_knowledge` writes the domain FM champion's outputs on the domain's
+   examples to (`ds`, `domain-fm-<domain>`) of `teacher_outputs`, for its VMs.
+9. **vertical_model** (mapped, one group per surface): the same gate and distillation
+   for `vm-<surface>`, taught by its domain FM (`DISTILLERY_TRANSFER_PATH=hierarchical`,
+   the default) or by `gem-fm` (`direct`), with the transfer methods named by
+   `DISTILLERY_TRANSFER_METHOD`. A student whose teacher has no knowledge for `ds` yet
+   (its first days) is skipped.
+
+`build_examples`, `train_fm` and every `distill_student` run in date order (`depends_on_past`, one active
 run): a backfill builds and trains day 1, then day 2, and a failed day holds the
 later ones, waiting, until it is cleared.
 
 Tasks pass table URIs and partitions, never data. Every step replaces exactly its
 partition, so clearing and re-running a day is safe. The same steps run without
 Airflow: `distillery ingest --ds <ds>`, `distillery examples --ds <ds>`, `distillery fm --ds <ds>`,
-`distillery knowledge --teacher gem-fm --ds <ds>`.
+`distillery knowledge --teacher gem-fm --ds <ds>`, `distillery distill --model <name> --ds <ds>`;
+`distillery lineage models:/vm-<surface>/<version>` prints the chain of teachers behind a VM.
 Settings come from `DISTILLERY_*` environment variables (see the README).
 """
 
@@ -44,9 +58,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
 
+from infra.schema import DOMAINS, SURFACES
 from infra.settings import Settings
+from pipeline.hierarchy import domain_fm_name, vm_name
 
 SETTINGS = Settings.from_env()
 
@@ -151,10 +167,89 @@ def distillery_daily() -> None:
         except TeacherLeakageError as leak:  # the registry, not the run, must change: no retries
             raise AirflowFailException(str(leak)) from leak
 
+    # Students run once their upstream is done whatever its outcome; each one skips
+    # itself when its own teacher has no knowledge for ds.
+    @task(trigger_rule="all_done")
+    def gate_student(name: str, ds: str) -> dict:
+        """Evaluate the student trained through ds-1 on ds; promote it to champion if it passes."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from pipeline.gate import GateConfig
+        from pipeline.hierarchy import student_spec
+        from pipeline.student_data import MissingKnowledgeError
+        from pipeline.student_release import gate_student
+        from pipeline.train_student import DistillConfig
+
+        settings = Settings.from_env()
+        config, spec = DistillConfig.from_settings(settings), student_spec(name, settings.transfer_path)
+        try:
+            verdict = gate_student(settings, spec, ds, config, GateConfig.from_settings(settings))
+        except MissingKnowledgeError as missing:
+            raise AirflowSkipException(str(missing)) from missing
+        if verdict["passed"] is None:
+            raise AirflowSkipException("; ".join(verdict["reasons"]))
+        if not verdict["passed"]:
+            raise AirflowFailException(
+                f"gate refused {verdict['candidate']}: " + "; ".join(verdict["reasons"])
+            )
+        return verdict
+
+    @task(trigger_rule="all_done", depends_on_past=True)
+    def distill_student(name: str, ds: str) -> dict:
+        """Train the student through ds from its teacher's knowledge and register it."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.hierarchy import student_spec
+        from pipeline.student_data import MissingKnowledgeError
+        from pipeline.student_release import distill_student
+        from pipeline.train_student import DistillConfig
+
+        settings = Settings.from_env()
+        try:
+            return distill_student(
+                settings,
+                student_spec(name, settings.transfer_path),
+                ds,
+                DistillConfig.from_settings(settings),
+            )
+        except MissingKnowledgeError as missing:
+            raise AirflowSkipException(str(missing)) from missing
+
+    @task(trigger_rule="all_done")
+    def generate_domain_knowledge(domain: str, ds: str) -> dict:
+        """Write the domain FM champion's outputs on its domain's examples of ds; skipped without one."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.knowledge import KnowledgeConfig, NoEligibleTeacherError, generate_domain_knowledge
+
+        settings = Settings.from_env()
+        try:
+            return generate_domain_knowledge(settings, domain, ds, KnowledgeConfig.from_settings(settings))
+        except NoEligibleTeacherError as none:
+            raise AirflowSkipException(str(none)) from none
+
+    @task_group
+    def domain_fm(domain: str, name: str) -> None:
+        """One domain FM: gate yesterday's version, train today's, then its knowledge for the VMs."""
+        gate_student(name, ds="{{ ds }}") >> generate_domain_knowledge(domain, ds="{{ ds }}")
+        distill_student(name, ds="{{ ds }}")
+
+    @task_group
+    def vertical_model(name: str) -> None:
+        """One VM: gate yesterday's version, then train and register today's."""
+        gate_student(name, ds="{{ ds }}")
+        distill_student(name, ds="{{ ds }}")
+
     landed = land_events(ds="{{ ds }}")
     examples = build_examples(ingest_events(landed, ds="{{ ds }}", run_id="{{ run_id }}"))
-    gate_fm(examples) >> generate_knowledge(examples)
+    fm_knowledge = generate_knowledge(examples)
+    gate_fm(examples) >> fm_knowledge
     register_fm(train_fm(examples))
+    domains = domain_fm.expand_kwargs([{"domain": d, "name": domain_fm_name(d)} for d in DOMAINS])
+    vms = vertical_model.expand(name=[vm_name(s) for s in SURFACES])
+    fm_knowledge >> domains
+    # Hierarchical VMs read their domain FM's knowledge; direct ones read gem-fm's.
+    (domains if SETTINGS.transfer_path == "hierarchical" else fm_knowledge) >> vms
 
 
 distillery_daily()

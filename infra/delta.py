@@ -45,12 +45,20 @@ def overwrite_partition(uri: str, data: pa.Table, ds: str) -> int:
     return DeltaTable(uri).version()
 
 
-def read_partition(uri: str, ds: str, columns: list[str] | None = None) -> pa.Table:
-    """Read partition `ds` of the Delta table at `uri` (empty-partition safe)."""
+def read_partition(
+    uri: str, ds: str, columns: list[str] | None = None, partition: Mapping[str, str] | None = None
+) -> pa.Table:
+    """Read partition `ds` of the Delta table at `uri` (empty-partition safe).
+
+    `partition` narrows it by further partition columns, e.g. `{"teacher": "gem-fm"}`.
+    """
     # to_pyarrow_dataset, not to_pyarrow_table(filters=...): in deltalake 1.6.6 the
     # latter aborts the interpreter at exit ("terminate called without an active exception").
     dataset = DeltaTable(uri).to_pyarrow_dataset()
-    return dataset.to_table(columns=columns, filter=pc.field("ds") == ds)
+    where = pc.field("ds") == ds
+    for column, value in (partition or {}).items():
+        where &= pc.field(column) == value
+    return dataset.to_table(columns=columns, filter=where)
 
 
 def partitions(uri: str) -> list[str]:

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import importlib
 import json
+import math
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -268,8 +269,12 @@ def find_trained(
     trained_through: str,
     config: Mapping[str, Any],
     examples_version: int | str,
+    extra: Mapping[str, str] | None = None,
 ) -> ModelRef | None:
-    """The version already trained for this (ds, config, code, examples), so a re-run can skip."""
+    """The version already trained for this (ds, config, code, examples), so a re-run can skip.
+
+    `extra` adds tags the match needs too (a student's `teacher` and its outputs' table version).
+    """
     identity = dict(
         zip(
             IDENTITY_TAGS,
@@ -277,7 +282,7 @@ def find_trained(
             strict=True,
         )
     )
-    found = find_versions(settings, name, identity)
+    found = find_versions(settings, name, {**identity, **(extra or {})})
     return found[0] if found else None
 
 
@@ -340,3 +345,22 @@ def log_run_metrics(settings: Settings, ref: ModelRef, metrics: Mapping[str, flo
     client = configure_mlflow(settings)
     for key, value in metrics.items():
         client.log_metric(ref.run_id, key, float(value))
+
+
+def log_report(
+    settings: Settings,
+    experiment: str,
+    files: list[Path],
+    metrics: Mapping[str, float],
+    params: Mapping[str, Any],
+) -> str:
+    """Log a report in one run: files as artifacts, headline numbers as metrics; returns the run id."""
+
+    configure_mlflow(settings)
+    experiment_id = ensure_experiment(settings, experiment)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
+        for path in files:
+            mlflow.log_artifact(str(path))
+    return run.info.run_id

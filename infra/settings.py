@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 _PREFIX = "DISTILLERY_"
+TRANSFER_PATHS: tuple[str, ...] = ("hierarchical", "direct")
 
 
 def _absolute_uri(value: str) -> str:
@@ -44,6 +45,8 @@ class Settings:
     gate_max_regression: float = 0.01  # ... and at most this much worse than the champion
     teacher_delay_days: int = 0  # knowledge for ds from the teacher trained through ds-1-k
     knowledge_batch_size: int = 1_024  # examples per teacher forward pass in the executors
+    transfer_path: str = "hierarchical"  # VMs learn from their domain FM, or "direct" from gem-fm
+    transfer_method: str = "full"  # the VMs' transfer methods: a name in students.config.METHODS
     start_date: str = "2026-01-01"
 
     def __post_init__(self) -> None:
@@ -57,6 +60,10 @@ class Settings:
             raise ValueError(f"DISTILLERY_TEACHER_DELAY_DAYS must be >= 0, got {self.teacher_delay_days}")
         if self.knowledge_batch_size < 1:
             raise ValueError(f"DISTILLERY_KNOWLEDGE_BATCH_SIZE must be >= 1, got {self.knowledge_batch_size}")
+        if self.transfer_path not in TRANSFER_PATHS:
+            raise ValueError(
+                f"DISTILLERY_TRANSFER_PATH must be one of {TRANSFER_PATHS}, got {self.transfer_path!r}"
+            )
         object.__setattr__(self, "lake", _absolute_uri(self.lake))
         object.__setattr__(self, "events_dir", _absolute_uri(self.events_dir))
         if not self.mlflow_uri:

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
+from infra.schema import SURFACES
 from infra.settings import Settings
 
 TABLES = ("events", "quarantine", "examples", "user_state", "teacher_outputs")
@@ -79,6 +80,47 @@ def knowledge(
         return {"ds": ds, "teacher": teacher, "skipped": str(none)}
 
 
+def distill(settings: Settings, name: str, ds: str, skip_without_knowledge: bool = False) -> dict:
+    """The DAG's student tasks for `name` on `ds`: gate its version of `ds-1`, then train and register `ds`.
+
+    With `skip_without_knowledge` (the `day` command, as the DAG does), a teacher without
+    knowledge for `ds` is a skip, not an error.
+    """
+    from pipeline.gate import GateConfig
+    from pipeline.hierarchy import student_spec
+    from pipeline.student_data import MissingKnowledgeError
+    from pipeline.student_release import distill_student, gate_student
+    from pipeline.train_student import DistillConfig
+
+    config, spec = DistillConfig.from_settings(settings), student_spec(name, settings.transfer_path)
+    try:
+        verdict = gate_student(settings, spec, ds, config, GateConfig.from_settings(settings))
+        return {"gate": verdict, **distill_student(settings, spec, ds, config)}
+    except MissingKnowledgeError as missing:
+        if not skip_without_knowledge:
+            raise
+        return {"ds": ds, "student": name, "skipped": str(missing)}
+
+
+def students_day(settings: Settings, ds: str) -> list[dict]:
+    """Every domain FM, the domain FMs' knowledge, then every VM, for `ds` (the DAG's order)."""
+    from pipeline.hierarchy import DOMAINS, domain_fm, vertical_model
+    from pipeline.knowledge import KnowledgeConfig, NoEligibleTeacherError, generate_domain_knowledge
+
+    results = [distill(settings, domain_fm(d).name, ds, skip_without_knowledge=True) for d in DOMAINS]
+    for domain in DOMAINS:
+        try:
+            results.append(
+                generate_domain_knowledge(settings, domain, ds, KnowledgeConfig.from_settings(settings))
+            )
+        except NoEligibleTeacherError as none:
+            results.append({"ds": ds, "teacher": domain, "skipped": str(none)})
+    for surface in SURFACES:
+        name = vertical_model(surface, settings.transfer_path).name
+        results.append(distill(settings, name, ds, skip_without_knowledge=True))
+    return results
+
+
 def describe_tables(settings: Settings) -> list[str]:
     """One line per table: its URI, its version and the row count of each `ds` partition."""
     from infra.delta import partition_row_counts, table_exists, table_version
@@ -95,18 +137,23 @@ def describe_tables(settings: Settings) -> list[str]:
 
 
 def describe_models(settings: Settings) -> list[str]:
-    """One line per registered version of `gem-fm`: its day, gate verdict and aliases."""
+    """One line per registered version of every model: its day, teacher, gate verdict and aliases."""
     from infra import registry
+    from pipeline.hierarchy import all_students
     from pipeline.train_fm import FM_NAME
 
-    champion = registry.champion(settings, FM_NAME)
     lines = []
-    for ref in sorted(registry.find_versions(settings, FM_NAME, {}), key=lambda r: r.version):
-        tags = registry.version_tags(settings, ref)
-        alias = "  @champion" if ref == champion else ""
-        gate = tags.get("gate", "not gated yet")
-        lines.append(f"{ref.uri:<18} trained_through={tags['trained_through']}  gate={gate}{alias}")
-    return lines or [f"no {FM_NAME} registered yet"]
+    for name in [FM_NAME] + [spec.name for spec in all_students(settings.transfer_path)]:
+        champion = registry.champion(settings, name)
+        for ref in sorted(registry.find_versions(settings, name, {}), key=lambda r: r.version):
+            tags = registry.version_tags(settings, ref)
+            alias = "  @champion" if ref == champion else ""
+            teacher = f"  teacher={tags['teacher']}" if "teacher" in tags else ""
+            gate = tags.get("gate", "not gated yet")
+            lines.append(
+                f"{ref.uri:<32} trained_through={tags['trained_through']}{teacher}  gate={gate}{alias}"
+            )
+    return lines or ["no model registered yet"]
 
 
 def demo(settings: Settings, start: str, days: int) -> None:
@@ -136,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest", "generate or import a day, validate it, write events and quarantine"),
         ("examples", "build the day's examples with Spark"),
         ("fm", "gate yesterday's FM on the day, then train and register the day's FM"),
-        ("day", "ingest, examples, the FM steps, then the teacher's knowledge"),
+        ("day", "ingest, examples, the FM steps, the teacher's knowledge, then every student"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
@@ -147,12 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     which = teach.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, default=None, help="this version (must be trained before ds-k)")
     which.add_argument("--alias", default=None, help="the version holding this alias (same rule)")
+    student = commands.add_parser("distill", help="gate, train and register one student on a day")
+    student.add_argument("--ds", type=_day, required=True, help="the logical day, YYYY-MM-DD")
+    student.add_argument("--model", required=True, help="domain-fm-<domain> or vm-<surface>")
+    lineage = commands.add_parser("lineage", help="print the chain of teachers behind a registered version")
+    lineage.add_argument("model_uri", help="models:/<name>/<version> or models:/<name>@<alias>")
     demo_cmd = commands.add_parser("demo", help="run the daily DAG through Airflow for a few days")
     demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
     demo_cmd.add_argument("--days", type=int, default=3)
     commands.add_parser("tables", help="print where the tables are and their partitions")
     bench = commands.add_parser("bench", help="run a benchmark and write a JSON and a Markdown report")
-    bench.add_argument("suite", choices=["data", "teacher"])
+    bench.add_argument("suite", choices=["data", "teacher", "transfer"])
+    bench.add_argument("--quick", action="store_true", help="transfer: few days, tiny sizes, 1 seed")
     bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="data: events/day")
     bench.add_argument("--days", type=int, default=8, help="teacher: days, the last is the test day")
     bench.add_argument("--out", default="reports", help="folder for the reports")
@@ -175,6 +228,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"gate refused {gate['candidate']}: {'; '.join(gate['reasons'])}")
     if args.command == "day":
         print(json.dumps(knowledge(settings, args.ds, skip_without_teacher=True), indent=2, default=str))
+        print(json.dumps(students_day(settings, args.ds), indent=2, default=str))
+    if args.command == "distill":
+        from pipeline.student_data import MissingKnowledgeError
+
+        try:
+            print(json.dumps(distill(settings, args.model, args.ds), indent=2, default=str))
+        except (MissingKnowledgeError, ValueError) as refused:
+            raise SystemExit(f"distillery distill: {refused}") from refused
+    if args.command == "lineage":
+        from pipeline.lineage import LineageError, format_lineage, walk_lineage
+
+        try:
+            print("\n".join(format_lineage(walk_lineage(settings, args.model_uri))))
+        except LineageError as broken:
+            raise SystemExit(f"distillery lineage: {broken}") from broken
     if args.command == "knowledge":
         from pipeline.knowledge import NoEligibleTeacherError, TeacherLeakageError
 
@@ -191,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from pipeline.bench_data import run_data_benchmark
 
         run_data_benchmark(settings, sizes=args.sizes, out_dir=args.out)
+    if args.command == "bench" and args.suite == "transfer":
+        from pipeline.bench_transfer import QUICK, SYNTHETIC, run_transfer_benchmark
+
+        run_transfer_benchmark(settings, QUICK if args.quick else SYNTHETIC, out_dir=args.out)
     if args.command == "bench" and args.suite == "teacher":
         from pipeline.bench_teacher import run_teacher_benchmark
 

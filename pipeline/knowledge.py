@@ -16,11 +16,13 @@ explicit version or alias must be trained through a day strictly before `ds-k`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from infra import delta, registry
 from infra.days import shift_day
@@ -145,7 +147,9 @@ def _outputs_function(
     payload: Broadcast, teacher: TeacherIdentity, batch_size: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The mapInArrow function: examples batches -> teacher_outputs batches, in a Python worker."""
-    key = (teacher.name, teacher.version)
+    # Keyed by a token of this job too: Python workers outlive jobs, and another lake's
+    # registry (a test, a benchmark) may hold a different model under the same name and version.
+    key = (teacher.name, teacher.version, uuid.uuid4().hex)
 
     def outputs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import torch
@@ -194,6 +198,14 @@ def commit_outputs(
     )
 
 
+def _row_count(examples_uri: str, ds: str, surfaces: tuple[str, ...] | None) -> int:
+    """Examples of day `ds`, of `surfaces` only when given."""
+    if surfaces is None:
+        return delta.partition_row_counts(examples_uri)[ds]
+    column = delta.read_partition(examples_uri, ds, ["surface"])["surface"]
+    return int(pc.sum(pc.is_in(column, value_set=pa.array(surfaces, pa.string()))).as_py() or 0)
+
+
 def generate_teacher_knowledge(
     settings: Settings,
     name: str,
@@ -202,22 +214,31 @@ def generate_teacher_knowledge(
     version: int | None = None,
     alias: str | None = None,
     spark: SparkSession | None = None,
+    surfaces: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Replace partition (`ds`, `name`) of `teacher_outputs` with the teacher's outputs on day `ds`.
 
-    Returns references: the table URI, the partition, the teacher's model URI and
-    training day, the rows and the committed table version.
+    `surfaces` limits the examples to those surfaces (a domain FM teaches its own domain's
+    VMs only). The teacher is a registered `GemFM`, or a student without representation
+    inputs (a domain FM: its backbone runs). Returns references: the table URI, the
+    partition, the teacher's model URI and training day, the rows and the table version.
     """
+    from pyspark.sql import functions as F
+
     from infra.spark import get_spark
+    from pipeline.train_student import teacher_backbone
 
     teacher = resolve_teacher(settings, name, ds, config.delay_days, version, alias)
     examples_uri, uri = settings.table_uri("examples"), settings.table_uri(TABLE)
-    expected = delta.partition_row_counts(examples_uri).get(ds)
-    if expected is None:
+    if ds not in delta.partition_row_counts(examples_uri):
         raise MissingExamplesError(f"no examples for {ds} in {examples_uri}: build them first")
-    model, _ = registry.load_torch_module(teacher.ref.uri)
+    expected = _row_count(examples_uri, ds, surfaces)
+    module, _ = registry.load_torch_module(teacher.ref.uri)
+    model = teacher_backbone(module)
     spark = spark or get_spark(settings)
     examples = delta.read_spark_partition(spark, examples_uri, ds, EXAMPLES_SCHEMA)
+    if surfaces is not None:
+        examples = examples.where(F.col("surface").isin(list(surfaces)))
     outputs, payload = compute_outputs(spark, examples, teacher, model, config.batch_size)
     try:
         written = commit_outputs(outputs, uri, ds, teacher, expected, model.config.embed_dim)
@@ -231,6 +252,17 @@ def generate_teacher_knowledge(
         "teacher_version": teacher.ref.version,
         "trained_through": teacher.trained_through,
         "delay_days": config.delay_days,
+        "surfaces": list(surfaces) if surfaces is not None else "all",
         "rows": written.rows,
         "version": written.version,
     }
+
+
+def generate_domain_knowledge(
+    settings: Settings, domain: str, ds: str, config: KnowledgeConfig, spark: SparkSession | None = None
+) -> dict[str, Any]:
+    """The domain FM's knowledge of its domain's examples on `ds`: partition (`ds`, `domain-fm-<domain>`)."""
+    from pipeline.hierarchy import domain_fm
+
+    spec = domain_fm(domain)
+    return generate_teacher_knowledge(settings, spec.name, ds, config, spark=spark, surfaces=spec.surfaces)

@@ -28,12 +28,11 @@ from infra.checkpoints import (
 from infra.delta import table_version
 from infra.settings import Settings
 from pipeline.fm_data import previous_day, training_rows
+from pipeline.hierarchy import FM_NAME
 from teacher.config import FMConfig, config_for
 from teacher.features import table_to_features
 from teacher.model import GemFM
 from teacher.train import TrainConfig, make_optimizer, train_interval
-
-FM_NAME = "gem-fm"
 
 
 class MissingCheckpointError(RuntimeError):

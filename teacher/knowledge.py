@@ -23,8 +23,10 @@ from teacher.features import slice_batch, table_to_features
 from teacher.model import GemFM
 
 # A Python worker serves many tasks (spark.python.worker.reuse): one model per
-# (name, version) per worker, built on first use instead of once per batch.
-_MODELS: dict[tuple[str, int], GemFM] = {}
+# key (the caller's: name, version and a token of the job) per worker, built on
+# first use instead of once per batch.
+_MODELS: dict[tuple[str, int, str], GemFM] = {}
+_CACHE_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,15 @@ def model_from_bytes(config: dict[str, Any], state: bytes) -> GemFM:
     return model.eval()
 
 
-def cached_model(key: tuple[str, int], load: Callable[[], tuple[dict[str, Any], bytes]]) -> GemFM:
-    """The model for `key` built once per process; `load` (config, state bytes) is called on a miss only."""
+def cached_model(key: tuple[str, int, str], load: Callable[[], tuple[dict[str, Any], bytes]]) -> GemFM:
+    """The model for `key` built once per process; `load` (config, state bytes) is called on a miss only.
+
+    The oldest models are dropped beyond `_CACHE_SIZE`: a long-lived worker serves job after job.
+    """
     model = _MODELS.get(key)
     if model is None:
+        while len(_MODELS) >= _CACHE_SIZE:
+            del _MODELS[next(iter(_MODELS))]
         model = _MODELS[key] = model_from_bytes(*load())
     return model
 

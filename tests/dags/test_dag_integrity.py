@@ -47,8 +47,31 @@ def test_daily_dag_wiring(dagbag) -> None:
         "train_fm": ["build_examples"],
         "register_fm": ["train_fm"],
         "generate_knowledge": ["build_examples", "gate_fm"],
+        "domain_fm.gate_student": ["generate_knowledge"],
+        "domain_fm.distill_student": ["generate_knowledge"],
+        "domain_fm.generate_domain_knowledge": ["domain_fm.gate_student"],
+        # hierarchical (the default): every VM after the domain FMs and their knowledge
+        "vertical_model.gate_student": ["domain_fm.distill_student", "domain_fm.generate_domain_knowledge"],
+        "vertical_model.distill_student": [
+            "domain_fm.distill_student",
+            "domain_fm.generate_domain_knowledge",
+        ],
     }
     assert dag.task_dict["generate_knowledge"].trigger_rule == "all_done_min_one_success"
+    for group in ("domain_fm", "vertical_model"):
+        assert dag.task_dict[f"{group}.distill_student"].depends_on_past, "students train in date order"
+        assert dag.task_dict[f"{group}.distill_student"].trigger_rule == "all_done"
+
+
+def test_students_are_mapped_one_per_domain_and_surface(dagbag) -> None:
+    from infra.schema import DOMAINS, SURFACES
+
+    dag = dagbag.dags["distillery_daily"]
+    groups = dag.task_group.get_task_group_dict()
+    domain_kwargs = groups["domain_fm"]._expand_input.value
+    assert [kw["domain"] for kw in domain_kwargs] == list(DOMAINS)
+    assert [kw["name"] for kw in domain_kwargs] == [f"domain-fm-{d}" for d in DOMAINS]
+    assert groups["vertical_model"]._expand_input.value["name"] == [f"vm-{s}" for s in SURFACES]
 
 
 @pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -1,4 +1,9 @@
-"""End to end: the daily DAG through a real local Airflow (`airflow dags test`), two days, tiny FM."""
+"""End to end: the daily DAG through a real local Airflow (`airflow dags test`), three days, tiny models.
+
+Day 1 trains gem-fm; day 2 adds its knowledge and the domain FMs learning from it;
+day 3 adds the domain FMs' knowledge and the VMs learning from it (the hierarchical
+path): the first day on which every model of the hierarchy exists.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ import pytest
 from infra import registry
 from infra.airflow_local import prepare_airflow_home, run_dag_test
 from infra.delta import partition_row_counts, read_partition
+from infra.schema import DOMAINS, SURFACES
 from infra.settings import Settings
+from pipeline.lineage import walk_lineage
 
-DAYS = ("2026-01-01", "2026-01-02")
+DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
 @pytest.mark.slow
-def test_two_days_through_airflow(tmp_path: Path) -> None:
+def test_three_days_through_airflow(tmp_path: Path) -> None:
     settings = Settings(
         lake=str(tmp_path / "lake"),
         mlflow_uri=f"sqlite:///{tmp_path}/mlruns.db",
@@ -24,9 +31,10 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
         history_length=20,
         start_date=DAYS[0],
         fm_size="tiny",
-        # A tiny FM after one 3k-event day is near the base rate: a loose absolute bar,
-        # so that this test checks the wiring (the gate's logic has its own tests).
+        # A tiny model after one 3k-event day is near the base rate: loose bars, so that
+        # this test checks the wiring (the gate's logic has its own tests).
         gate_max_ne=1.5,
+        gate_max_regression=0.5,
     )
     env = prepare_airflow_home(settings, tmp_path / "airflow")
     for ds in DAYS:
@@ -39,10 +47,9 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
     assert all(n > 2_500 for n in events.values()), "a clean synthetic day keeps (nearly) every row"
     assert list(partition_row_counts(settings.table_uri("user_state"))) == list(DAYS)
 
-    # Day 1 trained and registered v1; day 2 gated v1 on day 2, then trained and registered v2.
+    # Each day trained and registered a version; day 2 gated v1 on day 2, day 3 v2 on day 3.
     by_day = {ds: registry.find_version(settings, "gem-fm", "trained_through", ds) for ds in DAYS}
-    assert [by_day[ds].version for ds in DAYS] == [1, 2]
-    assert registry.champion(settings, "gem-fm") == by_day[DAYS[0]]
+    assert [by_day[ds].version for ds in DAYS] == [1, 2, 3]
     assert registry.version_tags(settings, by_day[DAYS[0]])["gate"] == "passed"
     assert registry.version_tags(settings, by_day[DAYS[1]])["parent_checkpoint"].endswith(
         f"gem-fm/ds={DAYS[0]}/checkpoint.pt"
@@ -50,6 +57,28 @@ def test_two_days_through_airflow(tmp_path: Path) -> None:
 
     # Day 1 had no teacher trained before it (skipped); day 2 used the champion v1.
     outputs = settings.table_uri("teacher_outputs")
-    assert partition_row_counts(outputs) == {DAYS[1]: examples[DAYS[1]]}
-    day2 = read_partition(outputs, DAYS[1], columns=["teacher", "teacher_version", "teacher_trained_through"])
+    assert partition_row_counts(outputs) == {DAYS[1]: examples[DAYS[1]], DAYS[2]: 2 * examples[DAYS[2]]}
+    columns = ["teacher", "teacher_version", "teacher_trained_through"]
+    day2 = read_partition(outputs, DAYS[1], columns=columns)
     assert set(zip(*day2.to_pydict().values(), strict=True)) == {("gem-fm", 1, DAYS[0])}
+
+    # Domain FMs learned on days 2 and 3 from gem-fm; on day 3 each taught its domain's VMs.
+    day3 = read_partition(outputs, DAYS[2], columns=columns)
+    teachers = {t for t, _, _ in zip(*day3.to_pydict().values(), strict=True)}
+    assert teachers == {"gem-fm"} | {f"domain-fm-{d}" for d in DOMAINS}
+    for domain in DOMAINS:
+        versions = [
+            registry.find_version(settings, f"domain-fm-{domain}", "trained_through", ds) for ds in DAYS[1:]
+        ]
+        assert all(versions), f"domain-fm-{domain} was not registered on days 2 and 3"
+        assert registry.version_tags(settings, versions[0])["teacher"] == "gem-fm/1"
+        assert registry.champion(settings, f"domain-fm-{domain}") == versions[0]
+
+    # Every VM learned on day 3 from its domain FM; its lineage leads to the exact gem-fm version.
+    for surface in SURFACES:
+        vm = registry.find_version(settings, f"vm-{surface}", "trained_through", DAYS[2])
+        assert vm is not None, f"vm-{surface} was not registered on day 3"
+        chain = walk_lineage(settings, vm.uri)
+        assert [step.ref.name for step in chain][1:] == [f"domain-fm-{surface.split('_')[0]}", "gem-fm"]
+        assert chain[1].ref.version == 1 and chain[2].ref.version == 1
+        assert chain[0].tags["teacher_trained_through"] == DAYS[1]

@@ -35,6 +35,7 @@ def test_environment_overrides_with_types() -> None:
         ("DISTILLERY_MAX_BAD_SHARE", "1.5", "DISTILLERY_MAX_BAD_SHARE must be in [0, 1]"),
         ("DISTILLERY_TEACHER_DELAY_DAYS", "-1", "DISTILLERY_TEACHER_DELAY_DAYS must be >= 0"),
         ("DISTILLERY_KNOWLEDGE_BATCH_SIZE", "0", "DISTILLERY_KNOWLEDGE_BATCH_SIZE must be >= 1"),
+        ("DISTILLERY_TRANSFER_PATH", "sideways", "DISTILLERY_TRANSFER_PATH must be one of"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:

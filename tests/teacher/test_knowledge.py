@@ -64,8 +64,12 @@ def test_the_model_is_built_once_per_process(model: GemFM, examples: pa.Table) -
         loads.append(1)
         return model.config.to_dict(), knowledge.state_to_bytes(model)
 
-    first = knowledge.cached_model(("test-fm", 1), load)
-    assert knowledge.cached_model(("test-fm", 1), load) is first and len(loads) == 1
+    first = knowledge.cached_model(("test-fm", 1, "job-0"), load)
+    assert knowledge.cached_model(("test-fm", 1, "job-0"), load) is first and len(loads) == 1
     rebuilt = knowledge.teacher_outputs(first, examples, TEACHER, 128)
     direct = knowledge.teacher_outputs(model, examples, TEACHER, 128)
     assert rebuilt["logit_click"].equals(direct["logit_click"])
+    for job in range(1, 6):  # later jobs (other broadcasts): the cache stays bounded
+        knowledge.cached_model(("test-fm", 1, f"job-{job}"), load)
+    assert len(knowledge._MODELS) <= knowledge._CACHE_SIZE
+    assert knowledge.cached_model(("test-fm", 1, "job-5"), load) is not first
