@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench lock clean
+.PHONY: venv demo test lint bench movielens lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: venv
 bench: venv
 	$(BIN)/distillery bench data
 	$(BIN)/distillery bench teacher
+
+## Fetch the recbole 1.2.1 wheel (it ships MovieLens-100k) into .cache/recbole, once per machine.
+movielens: venv
+	$(BIN)/python -c "from pathlib import Path; from infra.sources.movielens import fetch_recbole_wheel; print(fetch_recbole_wheel(Path('.cache/recbole')))"
 
 ## Re-pin every package after a change to pyproject.toml's dependencies.
 lock: venv
