@@ -6,6 +6,7 @@ Settings come from `DISTILLERY_*` environment variables (see `infra.settings`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -65,8 +66,6 @@ def knowledge(
     The delay defaults to `DISTILLERY_TEACHER_DELAY_DAYS`. With `skip_without_teacher`
     (the `day` command, as the DAG does), no eligible teacher is a skip, not an error.
     """
-    import dataclasses
-
     from pipeline.knowledge import KnowledgeConfig, NoEligibleTeacherError, generate_teacher_knowledge
 
     config = KnowledgeConfig.from_settings(settings)
@@ -207,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("suite", choices=["data", "teacher", "transfer"])
     bench.add_argument("--quick", action="store_true", help="transfer: few days, tiny sizes, 1 seed")
     bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="data: events/day")
-    bench.add_argument("--days", type=int, default=8, help="teacher: days, the last is the test day")
+    bench.add_argument("--days", type=int, default=None, help="days, the last is the test day")
+    bench.add_argument("--methods", nargs="+", default=None, help="transfer: methods to run (default: all)")
+    bench.add_argument("--surfaces", nargs="+", default=None, help="transfer: VMs to train (default: all)")
+    bench.add_argument("--seeds", type=int, nargs="+", default=None, help="transfer: training seeds")
+    bench.add_argument("--staleness", type=int, nargs="+", default=None, help="transfer: teacher delays")
+    bench.add_argument("--datasets", nargs="+", default=None, help="transfer: synthetic and/or movielens")
     bench.add_argument("--out", default="reports", help="folder for the reports")
     return parser
 
@@ -262,13 +266,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "bench" and args.suite == "transfer":
         from pipeline.bench_transfer import QUICK, SYNTHETIC, run_transfer_benchmark
 
-        run_transfer_benchmark(settings, QUICK if args.quick else SYNTHETIC, out_dir=args.out)
+        overrides = {
+            name: tuple(value) if isinstance(value, list) else value
+            for name in ("days", "methods", "surfaces", "seeds", "staleness", "datasets")
+            if (value := getattr(args, name)) is not None
+        }
+        config = dataclasses.replace(QUICK if args.quick else SYNTHETIC, **overrides)
+        run_transfer_benchmark(settings, config, out_dir=args.out)
     if args.command == "bench" and args.suite == "teacher":
         from pipeline.bench_teacher import run_teacher_benchmark
 
         run_teacher_benchmark(
             settings,
-            days=args.days,
+            days=args.days or 8,
             events_per_day=settings.events_per_day,
             fm_size=settings.fm_size,
             out_dir=args.out,

@@ -1,0 +1,410 @@
+"""`distillery bench transfer`: how much of the FM's advantage each transfer method carries into the VMs.
+
+One temporary lake per dataset, built by the product's own steps (land, ingest,
+examples; the last day is the test day). On it, with the product's functions:
+
+1. `gem-fm` trained continually on every day but the last, each day registered;
+2. for each teacher staleness k: `gem-fm`'s knowledge of every day from the version
+   trained through `ds-1-k` (the Spark job, delay k);
+3. for each seed: the domain FMs trained on that knowledge (for the hierarchical
+   method), registered, and their knowledge of their domain; then one VM per
+   (surface, method) trained over the same window of days (the days every staleness
+   has knowledge for) and measured on the test day: NE, AUC and calibration of the
+   serving head's click predictions on its surface.
+
+Transfer ratio (METHODS.md) = (NE_alone - NE_method) / (NE_alone - NE_teacher), all on
+the VM's test slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
+Bench students get their own registered names (`<name>.<method>.s<seed>.k<k>`), so a
+bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.days import shift_day
+from infra.schema import SURFACE_DOMAINS, SURFACES
+from infra.settings import Settings
+from pipeline.hierarchy import FM_NAME, StudentSpec, domain_fm, vertical_model
+from teacher.train import TrainConfig
+
+METHOD_NAMES: tuple[str, ...] = ("alone", "kd", "aux_head", "adapter", "representation", "sharing", "full")
+METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
+DATASETS: tuple[str, ...] = ("synthetic", "movielens")
+MOVIELENS_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "recbole"
+
+
+@dataclass(frozen=True)
+class TransferBenchConfig:
+    """The committed benchmark setup: world size, days, models, seeds, methods, staleness."""
+
+    days: int = 10  # the last is the test day
+    events_per_day: int = 20_000
+    n_users: int = 2_000
+    history_length: int = 100
+    world_seed: int = 7
+    fm_size: str = "base"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHOD_NAMES
+    staleness: tuple[int, ...] = (0, 1, 2, 4)
+    surfaces: tuple[str, ...] = SURFACES
+    batch_size: int = 256
+    student_window_days: int = 0  # 0: every day all staleness levels have knowledge for
+    datasets: tuple[str, ...] = ("synthetic", "movielens")
+    movielens_days: int = 12  # weeks of MovieLens-100k, one logical day each (31 exist)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHOD_NAMES)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHOD_NAMES}")
+        if set(self.datasets) - set(DATASETS):
+            raise ValueError(
+                f"unknown datasets {sorted(set(self.datasets) - set(DATASETS))}; known: {DATASETS}"
+            )
+        if 0 not in self.staleness:
+            raise ValueError("staleness must include 0: the fresh teacher is the reference")
+        if min(self.days, self.movielens_days) < max(self.staleness) + 4:
+            raise ValueError(
+                f"{self.days} days leave no student day for a teacher {max(self.staleness)} days stale"
+            )
+
+    def student_days(self, days: list[str]) -> list[str]:
+        """The days every VM trains on: every teacher has knowledge for them at every staleness.
+
+        The FM trained through day 1 teaches day 2 + k; the domain FM it taught on that day
+        teaches day 3 + k: the first day the hierarchical VM can learn.
+        """
+        first = 3 + max(self.staleness)  # 1-based
+        window = days[first - 1 : -1]
+        return window[-self.student_window_days :] if self.student_window_days else window
+
+
+SYNTHETIC = TransferBenchConfig()
+QUICK = TransferBenchConfig(
+    days=5,
+    events_per_day=3_000,
+    n_users=300,
+    history_length=20,
+    fm_size="tiny",
+    seeds=(0,),
+    staleness=(0, 1),
+    surfaces=("facebook_feed",),
+    movielens_days=5,
+)
+
+
+@dataclass
+class Measured:
+    """Test-day metrics per (seed, staleness, method, surface), and the teacher's per surface."""
+
+    students: dict[tuple[int, int, str, str], dict[str, float]] = field(default_factory=dict)
+    teacher: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _slice_metrics(metrics: dict[str, float], surface: str) -> dict[str, float]:
+    return {name: metrics.get(f"click/{name}/{surface}", math.nan) for name in METRICS}
+
+
+def train_fm_days(settings: Settings, days: list[str], size: str, seed: int, batch_size: int) -> None:
+    """`gem-fm` trained and registered through each of `days`."""
+    from pipeline.fm_release import register_fm
+    from pipeline.train_fm import FMTrainingConfig, train_fm
+
+    config = FMTrainingConfig(size=size, train=TrainConfig(seed=seed, batch_size=batch_size))
+    for ds in days:
+        train_fm(settings, ds, config)
+        register_fm(settings, ds)
+
+
+def write_fm_knowledge(settings: Settings, days: list[str], delay: int, spark: Any) -> None:
+    """`gem-fm`'s knowledge of each day that has a version trained through `ds-1-delay`."""
+    from infra import registry
+    from pipeline.knowledge import KnowledgeConfig, generate_teacher_knowledge
+
+    for ds in days:
+        teacher = registry.find_version(settings, FM_NAME, "trained_through", shift_day(ds, -1 - delay))
+        if teacher is not None:
+            config = KnowledgeConfig(delay_days=delay)
+            generate_teacher_knowledge(settings, FM_NAME, ds, config, version=teacher.version, spark=spark)
+
+
+def _variant(spec: StudentSpec, tag: str, teacher: str | None = None) -> StudentSpec:
+    return dataclasses.replace(spec, name=f"{spec.name}.{tag}", teacher=teacher or spec.teacher)
+
+
+def train_domain_fms(
+    settings: Settings, days: list[str], domains: list[str], tag: str, train: TrainConfig, spark: Any
+) -> dict[str, StudentSpec]:
+    """Domain FMs (bench names) trained on every day but the last that has gem-fm's knowledge, registered;
+    each day's domain knowledge (the last day's included) from the version trained the day before."""
+    from infra import registry
+    from pipeline.knowledge import KnowledgeConfig, generate_teacher_knowledge
+    from pipeline.student_data import MissingKnowledgeError
+    from pipeline.student_release import distill_student
+    from pipeline.train_student import DistillConfig
+
+    config = DistillConfig(train=train)
+    specs = {d: _variant(domain_fm(d), tag) for d in domains}
+    for ds in days:
+        for spec in specs.values():
+            previous = registry.find_version(settings, spec.name, "trained_through", shift_day(ds, -1))
+            if previous is not None:
+                generate_teacher_knowledge(
+                    settings,
+                    spec.name,
+                    ds,
+                    KnowledgeConfig(),
+                    version=previous.version,
+                    spark=spark,
+                    surfaces=spec.surfaces,
+                )
+            if ds != days[-1]:
+                try:
+                    distill_student(settings, spec, ds, config)
+                except MissingKnowledgeError:
+                    continue  # the first days: gem-fm teaches nothing yet at this staleness
+    return specs
+
+
+def train_and_measure_vm(
+    settings: Settings, spec: StudentSpec, method: str, days: list[str], test_day: str, train: TrainConfig
+) -> dict[str, float]:
+    """Train the VM `spec` with `method` over `days`; its click metrics on its surface of `test_day`."""
+    from infra.checkpoints import checkpoint_uri
+    from pipeline.student_data import student_evaluation_rows
+    from pipeline.student_release import evaluate_student
+    from pipeline.train_student import TASKS, DistillConfig, load_student, sequence_length, train_student
+
+    config = DistillConfig(path="direct", vm_method="full" if method == "full" else method, train=train)
+    for ds in days:
+        train_student(settings, spec, ds, config)
+    student, _ = load_student(checkpoint_uri(settings.lake, spec.name, days[-1]))
+    rows = student_evaluation_rows(settings, spec, test_day, TASKS, sequence_length(student.config.transfer))
+    return _slice_metrics(evaluate_student(student, rows), spec.surfaces[0])
+
+
+def teacher_metrics(settings: Settings, surface: str, test_day: str) -> dict[str, float]:
+    """Click metrics of `gem-fm`'s logged logits on `surface` of `test_day` (the current knowledge)."""
+    import torch
+
+    from pipeline.metrics import SliceEvaluator
+    from pipeline.student_data import student_evaluation_rows
+    from pipeline.train_fm import labels_and_mask
+    from pipeline.train_student import TASKS
+
+    spec = vertical_model(surface, "direct")
+    table = student_evaluation_rows(settings, spec, test_day, TASKS).table
+    logits = torch.stack([torch.tensor(table[f"teacher_logit_{t}"].to_numpy()) for t in TASKS], dim=1)
+    labels, mask = labels_and_mask(table, TASKS)
+    evaluator = SliceEvaluator(TASKS, SURFACES)
+    evaluator.update(logits, labels, mask.bool(), torch.full((table.num_rows,), SURFACES.index(surface)))
+    return _slice_metrics(evaluator.compute(), surface)
+
+
+def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str]) -> Measured:
+    """Everything the report needs on one lake whose examples exist for `days`."""
+    from infra.spark import get_spark
+
+    spark = get_spark(settings)
+    measured, test_day = Measured(), days[-1]
+    window = cfg.student_days(days)
+    start = time.perf_counter()
+    train_fm_days(settings, days[:-1], cfg.fm_size, cfg.seeds[0], cfg.batch_size)
+    measured.seconds["fm"] = time.perf_counter() - start
+    for delay in sorted(cfg.staleness):
+        write_fm_knowledge(settings, days, delay, spark)
+        if delay == 0:
+            measured.teacher = {s: teacher_metrics(settings, s, test_day) for s in cfg.surfaces}
+        for seed in cfg.seeds:
+            train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
+            tag = f"s{seed}.k{delay}"
+            needed = sorted({SURFACE_DOMAINS[s] for s in cfg.surfaces}) if "full" in cfg.methods else []
+            domains = train_domain_fms(settings, days, needed, tag, train, spark)
+            for surface in cfg.surfaces:
+                for method in cfg.methods:
+                    spec = _variant(vertical_model(surface, "direct"), f"{method}.{tag}")
+                    if method == "full":
+                        spec = dataclasses.replace(spec, teacher=domains[SURFACE_DOMAINS[surface]].name)
+                    began = time.perf_counter()
+                    measured.students[seed, delay, method, surface] = train_and_measure_vm(
+                        settings, spec, method, window, test_day, train
+                    )
+                    measured.seconds[f"vm {method}"] = measured.seconds.get(f"vm {method}", 0.0) + (
+                        time.perf_counter() - began
+                    )
+    return measured
+
+
+def transfer_ratio(alone: float, student: float, teacher: float) -> float:
+    """(NE_alone - NE_student) / (NE_alone - NE_teacher); NaN when the teacher has no advantage."""
+    gap = alone - teacher
+    return (alone - student) / gap if gap > 0 else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _std(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
+    """Per method (fresh teacher): mean over surfaces and seeds, the seeds' spread; per staleness."""
+
+    def per_seed(delay: int, method: str, metric: str, surfaces: tuple[str, ...]) -> list[float]:
+        return [_mean([measured.students[s, delay, method, v][metric] for v in surfaces]) for s in cfg.seeds]
+
+    def ratio(seed: int, delay: int, method: str, surface: str) -> float:
+        alone = measured.students[seed, delay, "alone", surface]["ne"] if "alone" in cfg.methods else math.nan
+        student = measured.students[seed, delay, method, surface]["ne"]
+        return transfer_ratio(alone, student, measured.teacher[surface]["ne"])
+
+    methods: dict[str, Any] = {}
+    for method in cfg.methods:
+        ratios = [_mean([ratio(s, 0, method, v) for v in cfg.surfaces]) for s in cfg.seeds]
+        entry = {m: _mean(per_seed(0, method, m, cfg.surfaces)) for m in METRICS}
+        entry |= {
+            "ne_std": _std(per_seed(0, method, "ne", cfg.surfaces)),
+            "transfer_ratio": _mean(ratios),
+            "transfer_ratio_std": _std(ratios),
+            "vms": {
+                v: {m: _mean([measured.students[s, 0, method, v][m] for s in cfg.seeds]) for m in METRICS}
+                | {"transfer_ratio": _mean([ratio(s, 0, method, v) for s in cfg.seeds])}
+                for v in cfg.surfaces
+            },
+        }
+        methods[method] = entry
+    staleness = {
+        str(k): {
+            method: {
+                "ne": _mean(per_seed(k, method, "ne", cfg.surfaces)),
+                "ne_std": _std(per_seed(k, method, "ne", cfg.surfaces)),
+                "calibration": _mean(per_seed(k, method, "calibration", cfg.surfaces)),
+            }
+            for method in cfg.methods
+        }
+        for k in cfg.staleness
+    }
+    teacher = {m: _mean([measured.teacher[v][m] for v in cfg.surfaces]) for m in METRICS}
+    return {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
+
+
+def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> Settings:
+    """Settings of a temporary bench lake and MLflow store under `root`."""
+    return dataclasses.replace(
+        settings,
+        lake=f"{root}/lake",
+        mlflow_uri=f"sqlite:///{root}/mlruns.db",
+        events_per_day=cfg.events_per_day,
+        n_users=cfg.n_users,
+        history_length=cfg.history_length,
+        seed=cfg.world_seed,
+        fm_size=cfg.fm_size,
+        source="synthetic",
+    )
+
+
+def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> dict[str, Any]:
+    """One dataset's measurements in a temporary lake: the synthetic world, or MovieLens-100k
+    written as daily event files and read by the `files` source, as users' own logs are."""
+    from infra.sources.movielens import write_movielens_events
+    from pipeline.bench_teacher import bench_days, build_lake
+
+    with tempfile.TemporaryDirectory(prefix=f"distillery-bench-transfer-{dataset}-") as root:
+        lake = bench_settings(settings, root, cfg)
+        if dataset == "movielens":
+            lake = dataclasses.replace(lake, source="files", events_dir=f"{root}/events")
+            days = write_movielens_events(
+                Path(lake.events_dir), lake.start_date, MOVIELENS_CACHE, cfg.movielens_days
+            )
+        else:
+            days = bench_days(lake.start_date, cfg.days)
+        build_lake(lake, days)
+        measured = measure_dataset(lake, cfg, days)
+    summary = summarise(measured, cfg)
+    summary["setup"] = dataclasses.asdict(cfg) | {"days_list": days, "student_days": cfg.student_days(days)}
+    summary["seconds"] = measured.seconds
+    return summary
+
+
+def model_sizes(cfg: TransferBenchConfig) -> dict[str, dict[str, float]]:
+    """Parameters and forward FLOPs per example of gem-fm, a domain FM and each method's VM."""
+    from pipeline.train_student import DOMAIN_TRANSFER
+    from students.config import METHODS, StudentConfig, student_backbone
+    from students.model import Student
+    from teacher.config import config_for
+    from teacher.model import GemFM, count_parameters, forward_flops_per_example
+
+    fm = config_for(cfg.fm_size)
+    sizes = {
+        FM_NAME: {
+            "parameters": count_parameters(GemFM(fm)),
+            "flops_per_example": forward_flops_per_example(fm),
+        }
+    }
+    students = {"domain-fm": ("domain", DOMAIN_TRANSFER)} | {
+        f"vm ({m})": ("vm", METHODS[m]) for m in cfg.methods
+    }
+    for name, (kind, transfer) in students.items():
+        backbone = student_backbone(kind, fm, transfer.share)
+        student = Student(StudentConfig(backbone, transfer, fm.embed_dim))
+        sizes[name] = {
+            "parameters": count_parameters(student),
+            "flops_per_example": forward_flops_per_example(backbone),
+        }
+    return sizes
+
+
+def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir: str) -> dict[str, Any]:
+    """Measure every dataset, check the claims, write `transfer.json`, `transfer.md`, plots; log to MLflow."""
+    import json
+    import os
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    from infra import registry
+    from pipeline.bench_transfer_report import claims, markdown, plots
+
+    start = time.perf_counter()
+    datasets = {name: run_dataset(settings, cfg, name) for name in cfg.datasets}
+    for data in datasets.values():
+        data["claims"] = claims(data)
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "datasets": datasets,
+        "models": model_sizes(cfg),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(report, indent=2, default=_json_number))
+    text = markdown(report)
+    (out / "transfer.md").write_text(text + "\n")
+    files = [out / "transfer.json", out / "transfer.md", *plots(report, out)]
+    headline = {
+        f"{name}/{method}/{metric}": value
+        for name, data in datasets.items()
+        for method, values in data["methods"].items()
+        for metric, value in values.items()
+        if metric in ("ne", "transfer_ratio")
+    }
+    registry.log_report(settings, "bench-transfer", files, headline, dataclasses.asdict(cfg))
+    print(text)
+    return report
+
+
+def _json_number(value: Any) -> Any:
+    return str(value)

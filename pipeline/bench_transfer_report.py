@@ -1,0 +1,186 @@
+"""The transfer benchmark's report: claims checked, Markdown tables, PNG plots.
+
+`claims` turns the measured numbers into the verdicts the benchmark promises
+(each with the numbers it compared); `markdown` renders the report; `plots` draws
+transfer ratio by method (bars with the seeds' spread) and VM NE against the
+teacher's staleness per method. A difference is called a win only when larger than
+twice the seeds' spread.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+CALIBRATION_TOLERANCE = 0.02  # |calibration - 1| within this is "calibrated"
+FULL_OVER_KD_TARGET = 2.0  # GEM: combined transfer at 2x standard KD's effectiveness
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def full_versus_kd(methods: dict[str, Any]) -> dict[str, Any]:
+    """GEM's claim: the full method's transfer ratio is at least 2x standard KD's."""
+    if not {"full", "kd"} <= methods.keys():
+        return {"holds": None, "why": "needs methods full and kd"}
+    full, kd = methods["full"]["transfer_ratio"], methods["kd"]["transfer_ratio"]
+    factor = full / kd if _finite(full, kd) and kd > 0 else math.nan
+    return {
+        "full": full,
+        "kd": kd,
+        "factor": factor,
+        "target": FULL_OVER_KD_TARGET,
+        "holds": bool(_finite(factor) and factor >= FULL_OVER_KD_TARGET),
+    }
+
+
+def adapter_recovery(staleness: dict[str, Any], stale: int = 2) -> dict[str, Any]:
+    """ExFM's claim: the adapter recovers at least half of the NE a `stale`-day-old teacher costs.
+
+    Lost = NE_aux_head(k) - NE_aux_head(0); recovered = NE_aux_head(k) - NE_adapter(k).
+    """
+    k = str(stale)
+    if "0" not in staleness or k not in staleness or not {"aux_head", "adapter"} <= staleness["0"].keys():
+        return {"holds": None, "why": f"needs staleness 0 and {stale}, methods aux_head and adapter"}
+    lost = staleness[k]["aux_head"]["ne"] - staleness["0"]["aux_head"]["ne"]
+    recovered = staleness[k]["aux_head"]["ne"] - staleness[k]["adapter"]["ne"]
+    share = recovered / lost if _finite(lost, recovered) and lost > 0 else math.nan
+    return {
+        "stale_days": stale,
+        "ne_lost": lost,
+        "ne_recovered": recovered,
+        "share": share,
+        "holds": bool(_finite(share) and share >= 0.5),
+        "note": "" if lost > 0 else "the stale teacher cost no NE here: nothing to recover",
+    }
+
+
+def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
+    """ExFM's claim: the auxiliary head keeps the serving head calibrated where single-head KD does not."""
+    rows = {}
+    for k, methods in staleness.items():
+        if {"kd", "aux_head"} <= methods.keys():
+            kd, aux = methods["kd"]["calibration"], methods["aux_head"]["calibration"]
+            rows[k] = {
+                "kd": kd,
+                "aux_head": aux,
+                "aux_within": abs(aux - 1.0) <= CALIBRATION_TOLERANCE,
+                "kd_within": abs(kd - 1.0) <= CALIBRATION_TOLERANCE,
+            }
+    holds = any(r["aux_within"] and not r["kd_within"] for r in rows.values()) if rows else None
+    return {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows, "holds": holds}
+
+
+def claims(dataset: dict[str, Any]) -> dict[str, Any]:
+    """Every claim the benchmark checks on one dataset."""
+    return {
+        "full_at_least_2x_kd": full_versus_kd(dataset["methods"]),
+        "adapter_recovers_half_of_staleness": adapter_recovery(dataset["staleness"]),
+        "aux_head_keeps_calibration": aux_head_calibration(dataset["staleness"]),
+    }
+
+
+def _win(method: dict[str, Any], alone: dict[str, Any]) -> str:
+    """A win over `alone` only when the NE gap exceeds twice the larger spread."""
+    gap = alone["ne"] - method["ne"]
+    spread = 2 * max(method["ne_std"], alone["ne_std"])
+    if not _finite(gap, spread) or spread == 0:
+        return "n/a (1 seed)" if spread == 0 else "n/a"
+    return "win" if gap > spread else ("loss" if -gap > spread else "within noise")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    lines = [
+        "# Transfer benchmark",
+        "",
+        f"Wall time: {report['wall_seconds'] / 60:.1f} min. {report['machine']}",
+        "",
+    ]
+    for name, data in report["datasets"].items():
+        setup = data["setup"]
+        lines += [
+            f"## {name}",
+            "",
+            f"{len(setup['days_list'])} days ({_day_size(name, setup)}), gem-fm `{setup['fm_size']}`, "
+            f"seeds {setup['seeds']}; VMs train on {setup['student_days'][0]}..{setup['student_days'][-1]}, "
+            f"test day {setup['days_list'][-1]}. Teacher (gem-fm, fresh) click NE on the VMs' slices: "
+            f"{data['teacher']['ne']:.4f}.",
+            "",
+            "| method | NE | ± (seeds) | AUC | calibration | transfer ratio | vs alone |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        alone = data["methods"].get("alone")
+        for method, m in data["methods"].items():
+            verdict = _win(m, alone) if alone and method != "alone" else ""
+            lines.append(
+                f"| {method} | {m['ne']:.4f} | {m['ne_std']:.4f} | {m['auc']:.4f} | {m['calibration']:.3f} "
+                f"| {m['transfer_ratio']:.3f} | {verdict} |"
+            )
+        ks = list(data["staleness"])
+        lines += ["", "VM click NE by teacher staleness (days):", "", "| method | " + " | ".join(ks) + " |"]
+        lines.append("|---|" + "---|" * len(ks))
+        for method in data["methods"]:
+            cells = " | ".join(f"{data['staleness'][k][method]['ne']:.4f}" for k in ks)
+            lines.append(f"| {method} | {cells} |")
+        lines += ["", "Claims:", ""]
+        for claim, verdict in data["claims"].items():
+            holds = {True: "holds", False: "**does not hold**", None: "not measured"}[verdict["holds"]]
+            detail = ", ".join(
+                f"{k}={_fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness")
+            )
+            lines.append(f"- `{claim}`: {holds} ({detail})")
+        lines.append("")
+    lines += ["## Model sizes", "", "| model | parameters | forward FLOPs/example |", "|---|---|---|"]
+    for model, facts in report["models"].items():
+        lines.append(f"| {model} | {facts['parameters']:,} | {facts['flops_per_example']:,.0f} |")
+    return "\n".join(lines)
+
+
+def _day_size(dataset: str, setup: dict[str, Any]) -> str:
+    if dataset == "movielens":
+        return "one week of MovieLens-100k ratings each"
+    return f"{setup['events_per_day']} synthetic events each"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """PNG plots per dataset: transfer ratio by method, VM NE against staleness. Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for name, data in report["datasets"].items():
+        methods = [m for m in data["methods"] if m != "alone"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ratios = [data["methods"][m]["transfer_ratio"] for m in methods]
+        spread = [data["methods"][m]["transfer_ratio_std"] for m in methods]
+        ax.bar(methods, ratios, yerr=spread, capsize=4, color="#4878a8")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("transfer ratio")
+        ax.set_title(f"{name}: share of gem-fm's NE advantage captured by the VMs")
+        fig.tight_layout()
+        files.append(out / f"transfer_ratio_{name}.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ks = sorted(int(k) for k in data["staleness"])
+        for method in data["methods"]:
+            ax.plot(ks, [data["staleness"][str(k)][method]["ne"] for k in ks], marker="o", label=method)
+        ax.set_xlabel("teacher staleness (days)")
+        ax.set_ylabel("VM click NE (lower is better)")
+        ax.set_title(f"{name}: VM NE against teacher staleness")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        files.append(out / f"staleness_{name}.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+    return files

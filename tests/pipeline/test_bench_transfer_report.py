@@ -1,0 +1,51 @@
+"""The transfer report's verdicts: each claim holds or fails on the numbers it names."""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.bench_transfer import transfer_ratio
+from pipeline.bench_transfer_report import adapter_recovery, aux_head_calibration, full_versus_kd
+
+
+def test_transfer_ratio() -> None:
+    assert abs(transfer_ratio(alone=0.90, student=0.88, teacher=0.80) - 0.2) < 1e-9
+    assert transfer_ratio(alone=0.90, student=0.91, teacher=0.80) < 0, (
+        "a student worse than alone is negative"
+    )
+    assert math.isnan(transfer_ratio(alone=0.90, student=0.88, teacher=0.95)), (
+        "no teacher advantage: undefined"
+    )
+
+
+def test_full_versus_kd() -> None:
+    methods = {"kd": {"transfer_ratio": 0.1}, "full": {"transfer_ratio": 0.25}}
+    assert full_versus_kd(methods)["holds"] is True
+    methods["full"]["transfer_ratio"] = 0.15
+    verdict = full_versus_kd(methods)
+    assert verdict["holds"] is False and abs(verdict["factor"] - 1.5) < 1e-9
+    assert full_versus_kd({"kd": {"transfer_ratio": -0.1}, "full": {"transfer_ratio": 0.2}})["holds"] is False
+    assert full_versus_kd({"kd": {"transfer_ratio": 0.1}})["holds"] is None
+
+
+def _staleness(aux0: float, aux2: float, adapter2: float) -> dict:
+    return {
+        "0": {"aux_head": {"ne": aux0}, "adapter": {"ne": aux0}},
+        "2": {"aux_head": {"ne": aux2}, "adapter": {"ne": adapter2}},
+    }
+
+
+def test_adapter_recovery() -> None:
+    assert adapter_recovery(_staleness(0.80, 0.84, 0.81))["holds"] is True  # recovers 3/4
+    verdict = adapter_recovery(_staleness(0.80, 0.84, 0.83))  # recovers 1/4
+    assert verdict["holds"] is False and abs(verdict["share"] - 0.25) < 1e-9
+    assert adapter_recovery(_staleness(0.80, 0.79, 0.79))["holds"] is False, "nothing lost: not shown"
+    assert adapter_recovery({"0": {}})["holds"] is None
+
+
+def test_aux_head_calibration() -> None:
+    good = {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01}}}
+    assert aux_head_calibration(good)["holds"] is True
+    both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99}}}
+    assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
+    assert aux_head_calibration({})["holds"] is None
