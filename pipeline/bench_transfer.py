@@ -21,6 +21,7 @@ bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import statistics
 import tempfile
@@ -107,6 +108,7 @@ class Measured:
     students: dict[tuple[int, int, str, str], dict[str, float]] = field(default_factory=dict)
     teacher: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
 
 
 def _slice_metrics(metrics: dict[str, float], surface: str) -> dict[str, float]:
@@ -209,6 +211,39 @@ def teacher_metrics(settings: Settings, surface: str, test_day: str) -> dict[str
     return _slice_metrics(evaluator.compute(), surface)
 
 
+def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
+    """Progressive click NE of gem-fm: the checkpoint trained through each day, on the next day."""
+    from infra.checkpoints import checkpoint_uri
+    from pipeline.evaluate_fm import evaluate_on_day
+    from pipeline.train_fm import load_fm
+
+    measured = {}
+    for through, day in itertools.pairwise(days):
+        model, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, through))
+        measured[day] = evaluate_on_day(model, through, settings.table_uri("examples"), day)["click/ne"]
+    return measured
+
+
+def student_ne_by_day(
+    settings: Settings, spec: StudentSpec, trained: list[str], days: list[str]
+) -> dict[str, float]:
+    """Progressive click NE of a student on its surfaces: trained through a day of `trained`, on the next."""
+    from infra.checkpoints import checkpoint_exists, checkpoint_uri
+    from pipeline.student_data import student_evaluation_rows
+    from pipeline.student_release import evaluate_student
+    from pipeline.train_student import TASKS, load_student, sequence_length
+
+    measured = {}
+    for through, day in itertools.pairwise(days):
+        uri = checkpoint_uri(settings.lake, spec.name, through)
+        if through not in trained or not checkpoint_exists(uri):
+            continue
+        student, _ = load_student(uri)
+        rows = student_evaluation_rows(settings, spec, day, TASKS, sequence_length(student.config.transfer))
+        measured[day] = evaluate_student(student, rows)["click/ne"]
+    return measured
+
+
 def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str]) -> Measured:
     """Everything the report needs on one lake whose examples exist for `days`."""
     from infra.spark import get_spark
@@ -240,6 +275,15 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
                     measured.seconds[f"vm {method}"] = measured.seconds.get(f"vm {method}", 0.0) + (
                         time.perf_counter() - began
                     )
+                    if delay == 0 and seed == cfg.seeds[0] and method in ("alone", "full"):
+                        by_day = student_ne_by_day(settings, spec, window, days)
+                        measured.ne_by_day[f"vm-{surface} ({method})"] = by_day
+            if delay == 0 and seed == cfg.seeds[0]:
+                for spec in domains.values():
+                    measured.ne_by_day[spec.name.split(".")[0]] = student_ne_by_day(
+                        settings, spec, days, days
+                    )
+    measured.ne_by_day[FM_NAME] = fm_ne_by_day(settings, days)
     return measured
 
 
@@ -335,6 +379,7 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
     summary = summarise(measured, cfg)
     summary["setup"] = dataclasses.asdict(cfg) | {"days_list": days, "student_days": cfg.student_days(days)}
     summary["seconds"] = measured.seconds
+    summary["ne_by_day"] = measured.ne_by_day
     return summary
 
 
@@ -390,7 +435,7 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transfer.json").write_text(json.dumps(report, indent=2, default=_json_number))
+    (out / "transfer.json").write_text(json.dumps(_undefined_as_null(report), indent=2, allow_nan=False))
     text = markdown(report)
     (out / "transfer.md").write_text(text + "\n")
     files = [out / "transfer.json", out / "transfer.md", *plots(report, out)]
@@ -406,5 +451,12 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
     return report
 
 
-def _json_number(value: Any) -> Any:
-    return str(value)
+def _undefined_as_null(value: Any) -> Any:
+    """The report with NaN (an undefined ratio: no teacher advantage, one seed's spread) as JSON null."""
+    if isinstance(value, dict):
+        return {str(k): _undefined_as_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_undefined_as_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

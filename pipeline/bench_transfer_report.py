@@ -2,9 +2,9 @@
 
 `claims` turns the measured numbers into the verdicts the benchmark promises
 (each with the numbers it compared); `markdown` renders the report; `plots` draws
-transfer ratio by method (bars with the seeds' spread) and VM NE against the
-teacher's staleness per method. A difference is called a win only when larger than
-twice the seeds' spread.
+transfer ratio by method (bars with the seeds' spread), VM NE against the
+teacher's staleness per method, and NE by day of the FM, domain FMs and VMs. A
+difference is called a win only when larger than twice the seeds' spread.
 """
 
 from __future__ import annotations
@@ -181,6 +181,20 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         files.append(out / f"staleness_{name}.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for model, by_day in data["ne_by_day"].items():
+            days = sorted(by_day)
+            ax.plot(days, [by_day[d] for d in days], marker="o", label=model)
+        ax.set_xlabel("evaluation day (model trained through the day before)")
+        ax.set_ylabel("click NE")
+        ax.set_title(f"{name}: NE by day, FM, domain FMs and VMs")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        files.append(out / f"ne_by_day_{name}.png")
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
     return files

@@ -49,3 +49,13 @@ def test_aux_head_calibration() -> None:
     both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99}}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
     assert aux_head_calibration({})["holds"] is None
+
+
+def test_undefined_numbers_are_written_as_null() -> None:
+    import json
+
+    from pipeline.bench_transfer import _undefined_as_null
+
+    report = {"a": math.nan, "b": [1.0, math.inf], "c": {"d": 2}, (1, 2): 0.5}
+    text = json.dumps(_undefined_as_null(report), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2}, "(1, 2)": 0.5}

@@ -1,0 +1,60 @@
+"""`distillery bench transfer --quick`: the report's keys exist and every number in it is finite."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings
+from pipeline.bench_transfer import METHOD_NAMES, QUICK, TransferBenchConfig, run_transfer_benchmark
+
+
+def _numbers(value: object, path: str = "") -> list[tuple[str, float]]:
+    """Every number in a JSON document, with its path."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _numbers(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [n for i, v in enumerate(value) for n in _numbers(v, f"{path}[{i}]")]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [(path, float(value))]
+    return []
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
+    settings = Settings(lake=str(tmp_path / "user-lake"), mlflow_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    run_transfer_benchmark(settings, QUICK, out_dir=str(tmp_path / "out"))
+
+    report = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    synthetic = report["datasets"]["synthetic"]
+    for dataset in report["datasets"].values():
+        for method in METHOD_NAMES:
+            values = dataset["methods"][method]
+            assert set(values) >= {"ne", "auc", "calibration", "transfer_ratio", "ne_std"}
+            assert all(values[k] is not None for k in ("ne", "auc", "calibration", "ne_std")), method
+    for k in QUICK.staleness:
+        assert set(synthetic["staleness"][str(k)]) == set(METHOD_NAMES)
+        assert all("ne" in v for v in synthetic["staleness"][str(k)].values())
+    assert {"gem-fm", "domain-fm", "vm (alone)", "vm (full)"} <= set(report["models"])
+    bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
+    assert not bad, f"non-finite numbers: {bad}"  # undefined ratios are written as null
+    assert set(report["datasets"]) == {"synthetic", "movielens"}
+    assert {"gem-fm", "domain-fm-facebook", "vm-facebook_feed (full)"} <= set(synthetic["ne_by_day"])
+    for dataset in ("synthetic", "movielens"):
+        for name in ("transfer_ratio", "staleness", "ne_by_day"):
+            assert (tmp_path / "out" / f"{name}_{dataset}.png").stat().st_size > 0
+    assert (tmp_path / "out" / "transfer.md").read_text().count("## ") >= 3
+
+
+def test_the_config_refuses_what_it_cannot_measure() -> None:
+    with pytest.raises(ValueError, match="unknown methods"):
+        TransferBenchConfig(methods=("alone", "distil"))
+    with pytest.raises(ValueError, match="staleness must include 0"):
+        TransferBenchConfig(staleness=(1, 2))
+    with pytest.raises(ValueError, match="leave no student day"):
+        TransferBenchConfig(days=5, staleness=(0, 2))
+    days = [f"2026-01-{d:02d}" for d in range(1, 8)]
+    assert TransferBenchConfig(days=7, staleness=(0, 1)).student_days(days) == days[3:6]
