@@ -76,4 +76,8 @@ def test_cli_bench_teacher_defaults() -> None:
     from pipeline.cli import build_parser
 
     args = build_parser().parse_args(["bench", "teacher"])
-    assert (args.suite, args.days, args.out) == ("teacher", 8, "reports")
+    assert (args.suite, args.days, args.out) == ("teacher", None, "reports")  # None: the suite's own (8)
+    args = build_parser().parse_args(
+        ["bench", "transfer", "--quick", "--methods", "alone", "kd", "--days", "5"]
+    )
+    assert (args.quick, args.methods, args.days) == (True, ["alone", "kd"], 5)
