@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench movielens lock clean
+.PHONY: venv demo up down test lint bench movielens lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ venv: $(STAMP)
 ## Run the daily DAG for three consecutive days through Airflow on the embedded defaults.
 demo: venv
 	$(BIN)/distillery demo
+
+## Airflow on http://127.0.0.1:8080 (login admin, password printed and in .airflow/credentials.txt)
+## and the MLflow UI on http://127.0.0.1:5000; `make down` stops exactly those processes.
+up: venv
+	$(BIN)/distillery up
+
+down: venv
+	$(BIN)/distillery down
 
 ## Lint, then the whole test suite (slow end-to-end tests included).
 test: venv

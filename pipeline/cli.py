@@ -174,6 +174,25 @@ def demo(settings: Settings, start: str, days: int) -> None:
     print("\n".join(describe_models(settings)))
 
 
+def services_up(settings: Settings, home: str, airflow_port: int, mlflow_port: int, schedule: bool) -> None:
+    """Start Airflow and the MLflow UI on 127.0.0.1 (`infra.services`); print the URLs and the login."""
+    from pathlib import Path
+
+    from infra.airflow_api import AirflowAPIError
+    from infra.services import ServiceConfig, ServiceError, start_services
+
+    config = ServiceConfig(Path(home), airflow_port, mlflow_port, schedule)
+    try:
+        running = start_services(settings, config)
+    except (ServiceError, AirflowAPIError) as failed:
+        raise SystemExit(f"distillery up: {failed}") from failed
+    print(f"Airflow  {running.airflow_url}  (user {running.username}, password {running.password})")
+    print(f"MLflow   {running.mlflow_url}")
+    print(f"The login is in {running.credentials}; logs in {config.home.resolve() / 'service-logs'}.")
+    print("distillery_daily is unpaused" + ("." if schedule else "; only backfills and manual runs run."))
+    print("Stop with `distillery down`.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
@@ -202,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
     demo_cmd.add_argument("--days", type=int, default=3)
     commands.add_parser("tables", help="print where the tables are and their partitions")
+    up = commands.add_parser("up", help="start Airflow and the MLflow UI on 127.0.0.1")
+    up.add_argument("--airflow-port", type=int, default=8080)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--no-schedule", action="store_true", help="no daily runs: only backfills and triggers")
+    down = commands.add_parser("down", help="stop the services `distillery up` started")
+    for sub in (up, down):
+        sub.add_argument("--home", default=".airflow", help="their AIRFLOW_HOME (state, login, logs)")
     bench = commands.add_parser("bench", help="run a benchmark and write a JSON and a Markdown report")
     bench.add_argument("suite", choices=["data", "teacher", "transfer"])
     bench.add_argument("--quick", action="store_true", help="transfer: few days, tiny sizes, 1 seed")
@@ -257,6 +283,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(result, indent=2, default=str))
     if args.command == "demo":
         demo(settings, args.start or settings.start_date, args.days)
+    if args.command == "up":
+        services_up(settings, args.home, args.airflow_port, args.mlflow_port, not args.no_schedule)
+    if args.command == "down":
+        from pathlib import Path
+
+        from infra.services import stop_services
+
+        print(f"stopped: {', '.join(stop_services(Path(args.home))) or 'nothing was running'}")
     if args.command == "tables":
         print("\n".join(describe_tables(settings)))
     if args.command == "bench" and args.suite == "data":
