@@ -36,10 +36,12 @@ lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 ## Benchmarks: events/s of the data steps at 1e5 and 1e6 events/day; then the teacher
-## (FM vs small models alone, continual vs frozen, seconds per day, throughput and MFU).
+## (FM vs small models alone, continual vs frozen, seconds per day, throughput and MFU);
+## then knowledge generation (Spark vs a plain PyTorch loop, 1 and 2 cores).
 bench: venv
 	$(BIN)/distillery bench data
 	$(BIN)/distillery bench teacher
+	$(BIN)/distillery bench knowledge
 
 ## Fetch the recbole 1.2.1 wheel (it ships MovieLens-100k) into .cache/recbole, once per machine.
 movielens: venv

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 APP_NAME = "distillery"
+FILE_SPLITS_PER_CORE = 4
 
 
 def get_spark(settings: Settings, shuffle_partitions: int | None = None) -> SparkSession:
@@ -28,8 +29,10 @@ def get_spark(settings: Settings, shuffle_partitions: int | None = None) -> Spar
 
     Shuffle partitions default to 2x the local cores for `local[...]` masters (the
     200 Spark default costs seconds of task overhead on small days) and to Spark's
-    own default elsewhere; `shuffle_partitions` overrides both. A reused active
-    session keeps its own configuration.
+    own default elsewhere; `shuffle_partitions` overrides both. File reads split into
+    at least 4 tasks per local core (where files are big enough): a day's examples
+    are a few files of uneven size, and a forward pass per row makes the largest
+    file's task the tail of the job. A reused active session keeps its own configuration.
     """
     # Must be set before the JVM starts: the machine's hostname may not resolve.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -52,9 +55,12 @@ def get_spark(settings: Settings, shuffle_partitions: int | None = None) -> Spar
         # Workers run numpy/torch per task: one thread each, Spark supplies the parallelism.
         .config("spark.executorEnv.OMP_NUM_THREADS", "1")
     )
-    partitions = shuffle_partitions or _default_shuffle_partitions(settings.spark_master)
+    cores = _local_cores(settings.spark_master)
+    partitions = shuffle_partitions or (max(2, 2 * cores) if cores else None)
     if partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(partitions))
+    if cores:
+        builder = builder.config("spark.sql.files.minPartitionNum", str(FILE_SPLITS_PER_CORE * cores))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     # py4j logs every connection it closes at INFO, noisy once Airflow has configured logging.
@@ -62,15 +68,14 @@ def get_spark(settings: Settings, shuffle_partitions: int | None = None) -> Spar
     return spark
 
 
-def _default_shuffle_partitions(master: str) -> int | None:
-    """2x the cores of a `local`/`local[n]`/`local[*]` master; None (Spark's default) otherwise."""
+def _local_cores(master: str) -> int | None:
+    """The cores of a `local`/`local[n]`/`local[*]` master; None for any other master."""
     if master == "local":
-        return 2
+        return 1
     if not master.startswith("local["):
         return None
     cores = master[len("local[") :].split(",")[0].rstrip("]")
-    n = (os.cpu_count() or 2) if cores == "*" else int(cores)
-    return max(2, 2 * n)
+    return (os.cpu_count() or 2) if cores == "*" else int(cores)
 
 
 def spark_schema(schema: pa.Schema) -> StructType:

@@ -10,16 +10,15 @@ stay out of the figures. Writes
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from infra.days import shift_day
 from infra.settings import Settings
+from pipeline.bench_reports import write_reports
 
 STAGES = ("generate", "land", "ingest", "examples_first_day", "examples_next_day")
 WARM_UP_EVENTS = 2_000
@@ -92,9 +91,4 @@ def run_data_benchmark(settings: Settings, sizes: list[int], out_dir: str) -> di
         "spark_master": settings.spark_master,
         "results": {str(size): bench_size(settings, size) for size in sizes},
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_data.json").write_text(json.dumps(report, indent=2))
-    (out / "bench_data.md").write_text(_markdown(report) + "\n")
-    print(_markdown(report))
-    return report
+    return write_reports(report, out_dir, "bench_data", _markdown)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import os
 import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +34,7 @@ import torch
 
 from infra.schema import SURFACES
 from infra.settings import Settings
+from pipeline.bench_reports import write_reports
 from teacher.config import SIZES, config_for
 from teacher.model import GemFM, count_parameters, forward_flops_per_example
 from teacher.train import TrainConfig, make_optimizer, train_interval
@@ -335,17 +334,6 @@ def run_teacher_benchmark(
         "continual_beats_frozen": report["continual_vs_frozen"]["holds"],
         "training_time_flat": report["training_time"]["holds"],
     }
-    return write_reports(report, out_dir)
-
-
-def write_reports(report: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Write `bench_teacher.json` and `bench_teacher.md` into `out_dir`; print the Markdown."""
     from pipeline.bench_teacher_report import markdown
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_teacher.json").write_text(json.dumps(report, indent=2))
-    text = markdown(report)
-    (out / "bench_teacher.md").write_text(text + "\n")
-    print(text)
-    return report
+    return write_reports(report, out_dir, "bench_teacher", markdown)

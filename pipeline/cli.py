@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (up, down):
         sub.add_argument("--home", default=".airflow", help="their AIRFLOW_HOME (state, login, logs)")
     bench = commands.add_parser("bench", help="run a benchmark and write a JSON and a Markdown report")
-    bench.add_argument("suite", choices=["data", "teacher", "transfer"])
+    bench.add_argument("suite", choices=["data", "teacher", "transfer", "knowledge"])
     bench.add_argument("--quick", action="store_true", help="transfer: few days, tiny sizes, 1 seed")
     bench.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="data: events/day")
     bench.add_argument("--days", type=int, default=None, help="days, the last is the test day")
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, nargs="+", default=None, help="transfer: training seeds")
     bench.add_argument("--staleness", type=int, nargs="+", default=None, help="transfer: teacher delays")
     bench.add_argument("--datasets", nargs="+", default=None, help="transfer: synthetic and/or movielens")
+    bench.add_argument("--examples", type=int, default=100_000, help="knowledge: examples in the day")
     bench.add_argument("--out", default="reports", help="folder for the reports")
     return parser
 
@@ -307,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         config = dataclasses.replace(QUICK if args.quick else SYNTHETIC, **overrides)
         run_transfer_benchmark(settings, config, out_dir=args.out)
+    if args.command == "bench" and args.suite == "knowledge":
+        from pipeline.bench_knowledge import run_knowledge_benchmark
+
+        run_knowledge_benchmark(settings, examples=args.examples, out_dir=args.out)
     if args.command == "bench" and args.suite == "teacher":
         from pipeline.bench_teacher import run_teacher_benchmark
 
