@@ -112,7 +112,7 @@ def train_fm(settings: Settings, ds: str, config: FMTrainingConfig) -> dict[str,
     model, optimizer, parent = warm_start(settings, ds, config, base_rates)
     features = table_to_features(rows, model.config)
     torch.manual_seed(day_seed(config.train.seed, ds))
-    stats = train_interval(model, optimizer, features, labels, mask, config.train)
+    stats = train_interval(model, optimizer, features, labels, mask, config.train, f"{FM_NAME} {ds}")
     uri = checkpoint_uri(settings.lake, FM_NAME, ds)
     save_checkpoint(
         uri,

@@ -198,7 +198,16 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
     labels, mask = labels_and_mask(rows.table, backbone.tasks)
     torch.manual_seed(day_seed(config.train.seed, f"{spec.name}:{ds}"))
     stats = train_student_interval(
-        student, optimizer, features, knowledge, labels, mask, config.train, adapter, adapter_optimizer
+        student,
+        optimizer,
+        features,
+        knowledge,
+        labels,
+        mask,
+        config.train,
+        adapter,
+        adapter_optimizer,
+        label=f"{spec.name} {ds}",
     )
     uri = checkpoint_uri(settings.lake, spec.name, ds)
     save_checkpoint(

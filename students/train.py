@@ -15,6 +15,7 @@ import time
 import torch
 
 from adapters.adapter import StudentAdapter, adapted_probabilities, fit_student_adapter
+from infra.progress import track
 from students.config import StudentConfig
 from students.knowledge_inputs import Knowledge, slice_knowledge
 from students.losses import scaled_targets, student_loss
@@ -74,8 +75,9 @@ def train_student_interval(
     train: TrainConfig,
     adapter: StudentAdapter | None = None,
     adapter_optimizer: torch.optim.Optimizer | None = None,
+    label: str = "distillation",
 ) -> dict[str, float]:
-    """One pass in row order; returns mean losses and throughput.
+    """One pass in row order; returns mean losses and throughput (progress under `label`).
 
     `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the student's order;
     `knowledge` holds N rows. Keys: train_loss, serving_loss, kd_loss, aux_loss,
@@ -91,7 +93,7 @@ def train_student_interval(
     n = int(labels.shape[0])
     sums = dict.fromkeys(("train_loss", "serving_loss", "kd_loss", "aux_loss", "adapter_loss"), 0.0)
     steps, start = 0, time.perf_counter()
-    for begin in range(0, n, train.batch_size):
+    for begin in track(range(0, n, train.batch_size), label):
         rows = slice(begin, min(begin + train.batch_size, n))
         known = slice_knowledge(knowledge, rows)
         y, m, has_teacher = labels[rows], mask[rows], known["teacher_mask"]

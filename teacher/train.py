@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infra.progress import track
 from teacher.features import FeatureBatch, slice_batch
 
 
@@ -49,15 +50,17 @@ def train_interval(
     labels: torch.Tensor,
     mask: torch.Tensor,
     config: TrainConfig,
+    label: str = "training",
 ) -> dict[str, float]:
     """One pass in row order (rows are time-ordered by the caller); returns loss and throughput.
 
-    `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the model's order.
+    `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the model's order;
+    `label` names the pass in its progress bar or log lines (`infra.progress`).
     """
     model.train()
     n = int(labels.shape[0])
     total, steps, start = 0.0, 0, time.perf_counter()
-    for begin in range(0, n, config.batch_size):
+    for begin in track(range(0, n, config.batch_size), label):
         rows = slice(begin, min(begin + config.batch_size, n))
         loss = masked_bce(model(slice_batch(features, rows)), labels[rows], mask[rows])
         optimizer.zero_grad(set_to_none=True)
