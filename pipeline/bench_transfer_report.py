@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.report_plots import plot_series_by_day
+
 CALIBRATION_TOLERANCE = 0.02  # |calibration - 1| within this is "calibrated"
 FULL_OVER_KD_TARGET = 2.0  # GEM: combined transfer at 2x standard KD's effectiveness
 
@@ -184,17 +186,15 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(files[-1], dpi=120)
         plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for model, by_day in data["ne_by_day"].items():
-            days = sorted(by_day)
-            ax.plot(days, [by_day[d] for d in days], marker="o", label=model)
-        ax.set_xlabel("evaluation day (model trained through the day before)")
-        ax.set_ylabel("click NE")
-        ax.set_title(f"{name}: NE by day, FM, domain FMs and VMs")
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        files.append(out / f"ne_by_day_{name}.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        ne_by_day = data["ne_by_day"]
+        files.append(
+            plot_series_by_day(
+                ne_by_day,
+                sorted({day for by_day in ne_by_day.values() for day in by_day}),
+                "click NE",
+                f"{name}: NE by day, FM, domain FMs and VMs",
+                out / f"ne_by_day_{name}.png",
+                xlabel="evaluation day (model trained through the day before)",
+            )
+        )
     return files

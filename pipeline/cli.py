@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
     demo_cmd.add_argument("--days", type=int, default=3)
     commands.add_parser("tables", help="print where the tables are and their partitions")
+    report = commands.add_parser("report", help="NE by day, VMs against teachers, staleness: Markdown + PNG")
+    report.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+    report.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD")
+    report.add_argument("--out", default=None, help="folder for the files (default reports/run_<from>_<to>)")
     up = commands.add_parser("up", help="start Airflow and the MLflow UI on 127.0.0.1")
     up.add_argument("--airflow-port", type=int, default=8080)
     up.add_argument("--mlflow-port", type=int, default=5000)
@@ -294,6 +298,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"stopped: {', '.join(stop_services(Path(args.home))) or 'nothing was running'}")
     if args.command == "tables":
         print("\n".join(describe_tables(settings)))
+    if args.command == "report":
+        from pathlib import Path
+
+        from pipeline.run_report import write_range_report
+
+        out = Path(args.out or f"reports/run_{args.start}_{args.end}")
+        try:
+            files = write_range_report(settings, args.start, args.end, out)
+        except ValueError as bad_range:
+            raise SystemExit(f"distillery report: {bad_range}") from bad_range
+        print("\n".join(str(path) for path in files))
     if args.command == "bench" and args.suite == "data":
         from pipeline.bench_data import run_data_benchmark
 
