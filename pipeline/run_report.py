@@ -17,7 +17,7 @@ import datetime as dt
 import math
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class RunReport:
     teacher_ne: dict[str, dict[str, float | None]]  # VM -> day -> teacher's NE on the VM's surface
     gain_share: dict[str, dict[str, float | None]]  # VM -> day -> (1 - NE_vm) / (1 - NE_teacher)
     staleness: dict[str, dict[str, int | None]]  # student -> training day -> ds - teacher_trained_through
-    rows: dict[str, dict[str, int | None]] = field(default_factory=dict)  # table -> day -> rows
+    rows: dict[str, dict[str, int | None]]  # table -> day -> rows
 
 
 def report_days(start: str, end: str) -> tuple[str, ...]:
@@ -162,21 +162,14 @@ def _share_cell(report: RunReport, vm: str, day: str) -> str | None:
     return f"{_cell(report.gain_share[vm][day], 3)} ({_cell(vm_ne)} vs {_cell(teacher_ne)})"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _by_day_table(days: tuple[str, ...], columns: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A Markdown table: one row per day, one column per name of `columns`."""
     return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
+        "| day | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+        *(f"| {day} | " + " | ".join(_cell(c[day]) for c in columns.values()) + " |" for day in days),
         "",
     ]
-
-
-def _by_day_table(
-    days: tuple[str, ...], columns: Mapping[str, Mapping[str, Any]], digits: int = 4
-) -> list[str]:
-    return _table(
-        ["day", *columns], [[day, *(_cell(c[day], digits) for c in columns.values())] for day in days]
-    )
 
 
 def markdown(report: RunReport, title: str) -> str:
