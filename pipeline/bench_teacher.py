@@ -44,6 +44,7 @@ WARM_UP_BATCHES = 4
 MATMUL_N, MATMUL_REPEATS = 2048, 7
 MFU_EXAMPLES = 4_096  # the first rows of day 1: the same fixed set for every size
 TRAIN_FLOPS_PER_FORWARD = 3.0  # forward + backward (~2x forward: grads of inputs and weights)
+PROGRESSIVE_WARM_DAYS = 2  # measured days left out of the window: models that saw under 3 days
 
 
 def bench_days(start: str, days: int) -> list[str]:
@@ -108,28 +109,41 @@ def _surface_rows(rows: pa.Table, surface: str) -> pa.Table:
     return rows.filter(pc.equal(rows["surface"], surface))
 
 
-def train_alone(examples_uri: str, days: list[str], surface: int, size: str, train: TrainConfig) -> GemFM:
-    """A `size` model trained continually, in memory, on one surface's rows of each day.
+def train_alone(
+    examples_uri: str,
+    days: list[str],
+    surface: str,
+    size: str,
+    train: TrainConfig,
+    next_days: dict[str, pa.Table],
+) -> dict[str, float]:
+    """Click NE on `surface` of a `size` model trained continually, in memory, on that surface's rows only.
 
     Mirrors `train_fm`: heads start at the first day's base rates, the same init and
-    per-day seeds, Adam state carried from day to day.
+    per-day seeds, Adam state carried from day to day. After each day `d` of `days`
+    the model is measured on the day after it (`next_days`, labelled rows by day):
+    returns that progressive NE by measured day.
     """
+    from pipeline.evaluate_fm import evaluate_model
     from pipeline.fm_data import training_rows
     from pipeline.train_fm import day_seed
 
     torch.manual_seed(day_seed(train.seed, "init"))
     model = GemFM(config_for(size))
     optimizer = make_optimizer(model, train)
+    measured_days = sorted(next_days)
+    ne = {}
     for i, ds in enumerate(days):
         rows = _surface_rows(training_rows(examples_uri, ds, train.conversion_window_days), surface)
-        if rows.num_rows == 0:
-            continue
-        features, labels, mask = _tensors(rows, model)
-        if i == 0:
-            model.heads.start_at_rates((labels * mask).sum(0) / mask.sum(0).clamp(min=1))
-        torch.manual_seed(day_seed(train.seed, ds))
-        train_interval(model, optimizer, features, labels, mask, train)
-    return model
+        if rows.num_rows:
+            features, labels, mask = _tensors(rows, model)
+            if i == 0:
+                model.heads.start_at_rates((labels * mask).sum(0) / mask.sum(0).clamp(min=1))
+            torch.manual_seed(day_seed(train.seed, ds))
+            train_interval(model, optimizer, features, labels, mask, train)
+        after = measured_days[i]
+        ne[after] = _ne(evaluate_model(model, _surface_rows(next_days[after], surface)), surface)
+    return ne
 
 
 def _ne(metrics: dict[str, float], surface: str | None = None) -> float:
@@ -137,35 +151,57 @@ def _ne(metrics: dict[str, float], surface: str | None = None) -> float:
     return metrics.get(key, math.nan)
 
 
+def _window(fm: dict[str, float], alone: dict[str, float]) -> dict[str, Any]:
+    """FM against alone on the progressive days after the first `PROGRESSIVE_WARM_DAYS` (or the test day)."""
+    measured = sorted(fm)
+    days = measured[min(PROGRESSIVE_WARM_DAYS, len(measured) - 1) :]
+    gaps = [alone[d] - fm[d] for d in days]
+    return {
+        "days": days,
+        "fm_click_ne_mean": statistics.fmean(fm[d] for d in days),
+        "alone_click_ne_mean": statistics.fmean(alone[d] for d in days),
+        "ne_advantage_mean": statistics.fmean(gaps),
+        "ne_advantage_std": statistics.stdev(gaps) if len(gaps) > 1 else math.nan,
+        "fm_better_days": sum(gap > 0 for gap in gaps),
+    }
+
+
 def fm_versus_alone(
     settings: Settings,
-    fm_metrics: dict[str, float],
+    fm_by_day: dict[str, dict[str, float]],
     days: list[str],
     test_day: str,
     size: str,
     train: TrainConfig,
 ) -> dict[str, Any]:
-    """Click NE per surface on the test day: the FM against the surface's model trained alone."""
-    from pipeline.evaluate_fm import evaluate_model
+    """Click NE per surface: the FM against the surface's model trained alone, on the test day and by day.
+
+    `fm_by_day` holds the FM's progressive metrics (trained through the day before
+    each measured day, the last being the test day); the claim is on the test day,
+    the window of progressive days shows how much one day's NE moves.
+    """
     from pipeline.fm_data import labelled_day
 
     examples_uri = settings.table_uri("examples")
-    test_rows = labelled_day(examples_uri, test_day)
+    next_days = {d: labelled_day(examples_uri, d) for d in fm_by_day}
     surfaces = {}
     for name in SURFACES:
-        alone = train_alone(examples_uri, days, name, size, train)
-        alone_ne = _ne(evaluate_model(alone, _surface_rows(test_rows, name)), name)
-        fm_ne = _ne(fm_metrics, name)
+        alone = train_alone(examples_uri, days, name, size, train, next_days)
+        fm = {d: _ne(metrics, name) for d, metrics in fm_by_day.items()}
         surfaces[name] = {
-            "fm_click_ne": fm_ne,
-            "alone_click_ne": alone_ne,
-            "ne_advantage": alone_ne - fm_ne,
-            "fm_beats_alone": bool(fm_ne < alone_ne),
+            "fm_click_ne": fm[test_day],
+            "alone_click_ne": alone[test_day],
+            "ne_advantage": alone[test_day] - fm[test_day],
+            "fm_beats_alone": bool(fm[test_day] < alone[test_day]),
+            "by_day": {d: {"fm_click_ne": fm[d], "alone_click_ne": alone[d]} for d in sorted(fm)},
+            "window": _window(fm, alone),
         }
     return {
         "alone_size": size,
+        "alone_learning_rate": train.learning_rate,
         "surfaces": surfaces,
         "holds": all(s["fm_beats_alone"] for s in surfaces.values()),
+        "holds_on_window_mean": all(s["window"]["ne_advantage_mean"] > 0 for s in surfaces.values()),
     }
 
 
@@ -273,17 +309,23 @@ def _setup(settings: Settings, days: list[str], train: TrainConfig) -> dict[str,
 
 
 def _evaluate_checkpoints(settings: Settings, train_days: list[str], test_day: str) -> tuple[dict, dict]:
-    """Test-day metrics of the FM trained through the last day and of the one frozen after day 1."""
+    """Progressive metrics of the continual FM by measured day, and the test-day metrics of the frozen one.
+
+    The continual FM trained through each training day is measured on the next day
+    (the last training day's on the test day); the frozen one is the day-1 FM.
+    """
     from infra.checkpoints import checkpoint_uri
     from pipeline.evaluate_fm import evaluate_on_day
     from pipeline.train_fm import FM_NAME, load_fm
 
     examples_uri = settings.table_uri("examples")
-    measured = []
-    for through in (train_days[-1], train_days[0]):
+    measured = [*train_days[1:], test_day]
+    by_day = {}
+    for through, day in zip(train_days, measured, strict=True):
         model, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, through))
-        measured.append(evaluate_on_day(model, through, examples_uri, test_day))
-    return measured[0], measured[1]
+        by_day[day] = evaluate_on_day(model, through, examples_uri, day)
+    model, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, train_days[0]))
+    return by_day, evaluate_on_day(model, train_days[0], examples_uri, test_day)
 
 
 def run_teacher_benchmark(
@@ -301,7 +343,8 @@ def run_teacher_benchmark(
 
     if days < 3:
         raise ValueError("need at least 3 days: day 1 (frozen), a later training day, the test day")
-    train = TrainConfig(seed=settings.seed)
+    train = TrainConfig.for_size(fm_size, seed=settings.seed)
+    alone_train = TrainConfig.for_size(alone_size, seed=settings.seed)
     all_days = bench_days(settings.start_date, days)
     train_days, test_day = all_days[:-1], all_days[-1]
     with tempfile.TemporaryDirectory(prefix="distillery-bench-teacher-") as root:
@@ -310,8 +353,9 @@ def run_teacher_benchmark(
         day_one = training_rows(cfg.table_uri("examples"), train_days[0], train.conversion_window_days)
         warm_up(fm_size, day_one, train)
         timings = fm_chain(cfg, train_days, train)
-        continual, frozen = _evaluate_checkpoints(cfg, train_days, test_day)
-        alone = fm_versus_alone(cfg, continual, train_days, test_day, alone_size, train)
+        fm_by_day, frozen = _evaluate_checkpoints(cfg, train_days, test_day)
+        continual = fm_by_day[test_day]
+        alone = fm_versus_alone(cfg, fm_by_day, train_days, test_day, alone_size, alone_train)
         peak = matmul_peak()
         mfu_rows = day_one.slice(0, mfu_examples)
         report = {
@@ -331,6 +375,7 @@ def run_teacher_benchmark(
         }
     report["claims"] = {
         "fm_beats_alone_on_every_surface": report["fm_vs_alone"]["holds"],
+        "fm_beats_alone_on_window_mean": report["fm_vs_alone"]["holds_on_window_mean"],
         "continual_beats_frozen": report["continual_vs_frozen"]["holds"],
         "training_time_flat": report["training_time"]["holds"],
     }

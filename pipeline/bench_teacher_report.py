@@ -10,19 +10,29 @@ def _f(value: float, digits: int = 4) -> str:
 
 
 def _alone_section(section: dict[str, Any]) -> list[str]:
-    rows = [
-        f"| {name} | {_f(s['fm_click_ne'])} | {_f(s['alone_click_ne'])} | {_f(s['ne_advantage'])} | "
-        f"{s['fm_beats_alone']} |"
-        for name, s in section["surfaces"].items()
-    ]
+    rows = []
+    for name, s in section["surfaces"].items():
+        w = s["window"]
+        rows.append(
+            f"| {name} | {_f(s['fm_click_ne'])} | {_f(s['alone_click_ne'])} | {_f(s['ne_advantage'])} | "
+            f"{s['fm_beats_alone']} | {_f(w['fm_click_ne_mean'])} | {_f(w['alone_click_ne_mean'])} | "
+            f"{_f(w['ne_advantage_mean'])} ± {_f(w['ne_advantage_std'])} | "
+            f"{w['fm_better_days']}/{len(w['days'])} |"
+        )
+    days = next(iter(section["surfaces"].values()))["window"]["days"]
     return [
         f"## 1. FM against a `{section['alone_size']}` model trained alone on each surface "
-        f"(holds: {section['holds']})",
+        f"(holds: {section['holds']}; on the window's mean: {section['holds_on_window_mean']})",
         "",
-        "Click NE on each surface's rows of the test day (lower is better); advantage = alone - FM.",
+        "Click NE on each surface's rows (lower is better); advantage = alone - FM. Test day: the claim. "
+        f"Window: progressive validation on {days[0]} .. {days[-1]} (each model trained through the day "
+        "before), mean over the days, the advantage's spread across days (std), and on how many days "
+        f"the FM was better: how far one day's NE moves. The alone model trains at its size's learning "
+        f"rate ({section['alone_learning_rate']:g}).",
         "",
-        "| surface | FM | alone | advantage | FM better |",
-        "|---|---|---|---|---|",
+        "| surface | FM | alone | advantage | FM better "
+        "| FM window | alone window | advantage window | FM better days |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
 

@@ -120,7 +120,7 @@ def train_fm_days(settings: Settings, days: list[str], size: str, seed: int, bat
     from pipeline.fm_release import register_fm
     from pipeline.train_fm import FMTrainingConfig, train_fm
 
-    config = FMTrainingConfig(size=size, train=TrainConfig(seed=seed, batch_size=batch_size))
+    config = FMTrainingConfig(size=size, train=TrainConfig.for_size(size, seed=seed, batch_size=batch_size))
     for ds in days:
         train_fm(settings, ds, config)
         register_fm(settings, ds)

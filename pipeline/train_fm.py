@@ -44,12 +44,12 @@ class FMTrainingConfig:
     """The FM's size and how each day is learned."""
 
     size: str = "base"
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig.for_size("base"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FMTrainingConfig:
-        """The size from `DISTILLERY_FM_SIZE`, the seed from `DISTILLERY_SEED`."""
-        return cls(size=settings.fm_size, train=TrainConfig(seed=settings.seed))
+        """The size from `DISTILLERY_FM_SIZE` (its learning rate with it), the seed from `DISTILLERY_SEED`."""
+        return cls(size=settings.fm_size, train=TrainConfig.for_size(settings.fm_size, seed=settings.seed))
 
 
 def labels_and_mask(rows: pa.Table, tasks: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:

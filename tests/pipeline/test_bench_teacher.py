@@ -35,7 +35,21 @@ def test_bench_teacher_tiny(spark, tmp_path: Path) -> None:
     for s in alone.values():
         assert math.isfinite(s["fm_click_ne"]) and math.isfinite(s["alone_click_ne"])
         assert s["fm_beats_alone"] == (s["fm_click_ne"] < s["alone_click_ne"])
+        # Progressive: measured on day 2 (trained through day 1) and on the test day; the last is the claim's.
+        assert list(s["by_day"]) == ["2026-01-02", "2026-01-03"]
+        assert s["by_day"]["2026-01-03"] == {
+            "fm_click_ne": s["fm_click_ne"],
+            "alone_click_ne": s["alone_click_ne"],
+        }
+        window = s["window"]
+        assert window["days"] == ["2026-01-03"], "two measured days: the window keeps the test day"
+        assert window["ne_advantage_mean"] == pytest.approx(s["ne_advantage"])
+        assert window["fm_better_days"] == int(s["fm_beats_alone"])
     assert report["fm_vs_alone"]["holds"] == all(s["fm_beats_alone"] for s in alone.values())
+    assert report["fm_vs_alone"]["holds_on_window_mean"] == all(
+        s["window"]["ne_advantage_mean"] > 0 for s in alone.values()
+    )
+    assert report["fm_vs_alone"]["alone_learning_rate"] == report["setup"]["train_config"]["learning_rate"]
 
     frozen = report["continual_vs_frozen"]["slices"]
     assert set(frozen) == {"overall", *SURFACES}
@@ -63,6 +77,7 @@ def test_bench_teacher_tiny(spark, tmp_path: Path) -> None:
 
     assert report["claims"] == {
         "fm_beats_alone_on_every_surface": report["fm_vs_alone"]["holds"],
+        "fm_beats_alone_on_window_mean": report["fm_vs_alone"]["holds_on_window_mean"],
         "continual_beats_frozen": report["continual_vs_frozen"]["holds"],
         "training_time_flat": timing["holds"],
     }
