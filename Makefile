@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo up down test lint bench movielens lock clean
+.PHONY: venv chromium demo up down test lint bench movielens lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ up: venv
 down: venv
 	$(BIN)/distillery down
 
-## Lint, then the whole test suite (slow end-to-end tests included).
-test: venv
+## Debian's chromium, which the UI tests drive headless (Playwright); installed once per machine.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+chromium: $(CHROMIUM)
+
+## Lint, then the whole test suite (slow end-to-end tests and UI screenshots included).
+test: venv chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
