@@ -7,6 +7,7 @@ s3://, abfss://). All tables here are partitioned by `ds` (YYYY-MM-DD string).
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 if TYPE_CHECKING:
@@ -34,15 +36,53 @@ def overwrite_partition(uri: str, data: pa.Table, ds: str) -> int:
 
     Creates the table (partitioned by `ds`) on first write. Every row of `data`
     must carry `ds`; a re-run with the same data leaves the same table content.
+    Writers of other days may run at the same time (see `commit_with_retries`).
     Returns the committed table version.
     """
     if data.num_rows and set(data.column("ds").unique().to_pylist()) != {ds}:
         raise ValueError(f"rows written to {uri} for ds={ds} carry other ds values")
-    if table_exists(uri):
-        write_deltalake(uri, data, mode="overwrite", predicate=f"ds = '{ds}'")
-    else:
-        write_deltalake(uri, data, mode="overwrite", partition_by=["ds"])
+
+    # Always with the predicate, also when creating: a table created meanwhile by a
+    # writer of another day must keep that day (a plain overwrite would replace it).
+    def commit(_: bool) -> None:
+        write_deltalake(uri, data, mode="overwrite", predicate=f"ds = '{ds}'", partition_by=["ds"])
+
+    commit_with_retries(uri, f"partition ds={ds}", commit)
     return DeltaTable(uri).version()
+
+
+# A lost race is retried a few times, after a short random pause (writers collide again otherwise).
+COMMIT_ATTEMPTS = 5
+
+
+class ConcurrentCommitError(RuntimeError):
+    """Concurrent writers won every commit attempt: the partition was not written."""
+
+
+def commit_with_retries(uri: str, what: str, commit: Callable[[bool], None]) -> None:
+    """Run `commit(table_exists)`; when a concurrent writer commits first, run it again on the new table.
+
+    Writes of different partitions do not conflict in delta-rs (it checks them itself);
+    two races remain: two writers both creating the table (one finds it created), and a
+    concurrent commit touching the partition read (CommitFailedError). A commit here
+    replaces whole partitions, so committing again gives the content a re-run would.
+    After `COMMIT_ATTEMPTS` lost races, ConcurrentCommitError names the table and `what`.
+    """
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        existed = table_exists(uri)
+        try:
+            commit(existed)
+            return
+        except DeltaError as lost:
+            created_meanwhile = not existed and table_exists(uri)
+            if not (isinstance(lost, CommitFailedError) or created_meanwhile):
+                raise
+            if attempt == COMMIT_ATTEMPTS:
+                raise ConcurrentCommitError(
+                    f"{what} of {uri}: concurrent writers committed first {COMMIT_ATTEMPTS} times "
+                    f"in a row, nothing written; last conflict: {lost}"
+                ) from lost
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
 
 
 def read_partition(
@@ -193,24 +233,27 @@ def commit_spark_partition(
 def _commit_partition(uri: str, schema: pa.Schema, actions: list[AddAction], values: dict[str, str]) -> None:
     """One commit: create the table with `actions`, or overwrite the partition `values` with them."""
     partition_by = list(values)
-    if not table_exists(uri):
-        create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=partition_by)
-        return
-    table = DeltaTable(uri)
-    existing = pa.schema(table.schema().to_arrow()).names
-    if existing != schema.names:
-        raise ValueError(f"Delta table {uri} has columns {existing}, the data has {schema.names}")
-    if list(table.metadata().partition_columns) != partition_by:
-        raise ValueError(
-            f"Delta table {uri} is partitioned by {table.metadata().partition_columns}, not {partition_by}"
+    where = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def commit(exists: bool) -> None:
+        if not exists:
+            create_table_with_add_actions(uri, Schema.from_arrow(schema), actions, partition_by=partition_by)
+            return
+        table = DeltaTable(uri)
+        existing = pa.schema(table.schema().to_arrow()).names
+        if existing != schema.names:
+            raise ValueError(f"Delta table {uri} has columns {existing}, the data has {schema.names}")
+        if (columns := list(table.metadata().partition_columns)) != partition_by:
+            raise ValueError(f"Delta table {uri} is partitioned by {columns}, not {partition_by}")
+        table.create_write_transaction(
+            actions,
+            mode="overwrite",
+            schema=schema,
+            partition_by=partition_by,
+            partition_filters=[(k, "=", v) for k, v in values.items()],
         )
-    table.create_write_transaction(
-        actions,
-        mode="overwrite",
-        schema=schema,
-        partition_by=partition_by,
-        partition_filters=[(k, "=", v) for k, v in values.items()],
-    )
+
+    commit_with_retries(uri, f"partition {where}", commit)
 
 
 def _partition_file_writer(
