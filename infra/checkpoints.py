@@ -3,17 +3,21 @@
 `<lake>/checkpoints/<model>/ds=<ds>/checkpoint.pt` holds a dict saved with
 torch.save (weights, optimizer state, config): the warm start of day ds+1 looks
 it up by date, never as "latest". Writes are atomic (temp file, then rename), so
-a crashed run never leaves a half-written checkpoint behind.
+a crashed run never leaves a half-written checkpoint behind; the temp file of a
+killed writer is invisible to readers and removed by the next save of that day.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+
+_TMP_PREFIX = ".checkpoint."
 
 
 def checkpoint_uri(lake: str, model: str, ds: str) -> str:
@@ -34,10 +38,14 @@ def save_checkpoint(uri: str, payload: dict[str, Any]) -> None:
     fs, path = pafs.FileSystem.from_uri(uri)
     folder = path.rsplit("/", 1)[0]
     fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.checkpoint.{uuid.uuid4().hex}.tmp"
+    tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(tmp) as out:
         out.write(buffer.getvalue())
     fs.move(tmp, path)
+    for left in fs.get_file_info(pafs.FileSelector(folder)):
+        if left.base_name.startswith(_TMP_PREFIX):  # a writer killed before its rename
+            with contextlib.suppress(FileNotFoundError):  # another save removed it first
+                fs.delete_file(left.path)
 
 
 def load_checkpoint(uri: str) -> dict[str, Any]:

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from infra.checkpoints import checkpoint_exists, checkpoint_uri, load_checkpoint, save_checkpoint
+from infra.checkpoints import (
+    checkpoint_days,
+    checkpoint_exists,
+    checkpoint_uri,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_round_trip_is_exact_and_replaces(tmp_path: Path) -> None:
@@ -27,3 +33,16 @@ def test_missing_day_names_the_uri(tmp_path: Path) -> None:
     assert not checkpoint_exists(uri)
     with pytest.raises(FileNotFoundError, match="ds=2026-01-01"):
         load_checkpoint(uri)
+
+
+def test_a_killed_writers_temp_file_is_no_checkpoint_and_goes_with_the_next_save(tmp_path: Path) -> None:
+    uri = checkpoint_uri(str(tmp_path), "gem-fm", "2026-01-02")
+    folder = Path(uri).parent
+    folder.mkdir(parents=True)
+    (folder / ".checkpoint.0123abcd.tmp").write_bytes(b"half a checkpoint")  # what a SIGKILL leaves
+
+    assert not checkpoint_exists(uri)
+    assert checkpoint_days(str(tmp_path), "gem-fm") == []
+    save_checkpoint(uri, {"ds": "2026-01-02"})
+    assert [p.name for p in folder.iterdir()] == ["checkpoint.pt"]
+    assert checkpoint_days(str(tmp_path), "gem-fm") == ["2026-01-02"]
