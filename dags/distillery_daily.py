@@ -41,6 +41,17 @@ The daily knowledge-transfer pipeline for one logical day `ds` (the data interva
    `DISTILLERY_TRANSFER_METHOD`. A student whose teacher has no knowledge for `ds` yet
    (its first days) is skipped.
 
+10. **report** (after everything, whatever its outcome): the report of the 7 days ending
+   at `ds` (`pipeline.run_report`: NE by day of every model, each VM against its teacher,
+   teacher staleness, rows per day; Markdown + PNG plots), logged to MLflow in the run of
+   experiment `distillery-reports` tagged `report=daily, ds=<ds>` (a re-run reuses it), and
+   linked from every version trained through `ds` by the tag `daily_report`.
+
+Assets: each task declares what it writes as `outlets` (`infra.assets`): the Delta tables
+`events`, `quarantine`, `examples`, `user_state`, `teacher_outputs`, the model registry
+and the daily report, each event's `extra` carrying `ds`. The DAG `distillery_report`
+is scheduled on them.
+
 `build_examples`, `train_fm` and every `distill_student` run in date order (`depends_on_past`, one active
 run): a backfill builds and trains day 1, then day 2, and a failed day holds the
 later ones, waiting, until it is cleared.
@@ -58,13 +69,26 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
+from infra.assets import DS_KEY, daily_report_asset, models_asset, table_asset
 from infra.schema import DOMAINS, SURFACES
 from infra.settings import Settings
 from pipeline.hierarchy import domain_fm_name, vm_name
 
 SETTINGS = Settings.from_env()
+EVENTS, QUARANTINE, EXAMPLES, USER_STATE, TEACHER_OUTPUTS = (
+    table_asset(SETTINGS, table)
+    for table in ("events", "quarantine", "examples", "user_state", "teacher_outputs")
+)
+MODELS, DAILY_REPORT = models_asset(SETTINGS), daily_report_asset(SETTINGS)
+
+
+def _stamp(ds: str, *assets: Asset) -> None:
+    """Carry `ds` on this task's asset events: an asset-triggered run has no logical date."""
+    events = get_current_context()["outlet_events"]
+    for asset in assets:
+        events[asset].extra = {DS_KEY: ds}
 
 
 @dag(
@@ -91,7 +115,7 @@ def distillery_daily() -> None:
         except EventsFileError as bad_file:  # a file that breaks the schema: retrying will not help
             raise AirflowFailException(str(bad_file)) from bad_file
 
-    @task
+    @task(outlets=[EVENTS, QUARANTINE])
     def ingest_events(landing_uri: str, ds: str, run_id: str) -> dict:
         """Validate the landed day; good rows to `events`, bad rows to `quarantine`."""
         from airflow.sdk.exceptions import AirflowFailException
@@ -99,16 +123,20 @@ def distillery_daily() -> None:
         from pipeline.ingest import IngestRejected, ingest_events
 
         try:
-            return ingest_events(Settings.from_env(), ds, landing_uri, run_id)
+            ingested = ingest_events(Settings.from_env(), ds, landing_uri, run_id)
         except IngestRejected as rejected:  # bad data: retrying will not help
             raise AirflowFailException(str(rejected)) from rejected
+        _stamp(ds, EVENTS, QUARANTINE)
+        return ingested
 
-    @task(depends_on_past=True)
+    @task(depends_on_past=True, outlets=[EXAMPLES, USER_STATE])
     def build_examples(ingested: dict) -> dict:
         """Build the day's `examples` partition with Spark; returns its table reference."""
         from pipeline.examples import build_examples
 
-        return build_examples(Settings.from_env(), ingested["ds"])
+        built = build_examples(Settings.from_env(), ingested["ds"])
+        _stamp(ingested["ds"], EXAMPLES, USER_STATE)
+        return built
 
     @task
     def gate_fm(examples: dict) -> dict:
@@ -136,15 +164,17 @@ def distillery_daily() -> None:
         settings = Settings.from_env()
         return train_fm(settings, examples["ds"], FMTrainingConfig.from_settings(settings))
 
-    @task
+    @task(outlets=[MODELS])
     def register_fm(trained: dict) -> dict:
         """Register the day's FM in MLflow as a new version of gem-fm; returns its model URI."""
         from pipeline.fm_release import register_fm
 
-        return register_fm(Settings.from_env(), trained["ds"])
+        registered = register_fm(Settings.from_env(), trained["ds"])
+        _stamp(trained["ds"], MODELS)
+        return registered
 
     # Runs once the gate is done whatever its outcome, but only on built examples.
-    @task(trigger_rule="all_done_min_one_success")
+    @task(trigger_rule="all_done_min_one_success", outlets=[TEACHER_OUTPUTS])
     def generate_knowledge(examples: dict) -> dict:
         """Write the teacher's outputs on ds to Delta teacher_outputs; skipped without an eligible teacher."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -159,13 +189,15 @@ def distillery_daily() -> None:
 
         settings = Settings.from_env()
         try:
-            return generate_teacher_knowledge(
+            written = generate_teacher_knowledge(
                 settings, FM_NAME, examples["ds"], KnowledgeConfig.from_settings(settings)
             )
         except NoEligibleTeacherError as none:
             raise AirflowSkipException(str(none)) from none
         except TeacherLeakageError as leak:  # the registry, not the run, must change: no retries
             raise AirflowFailException(str(leak)) from leak
+        _stamp(examples["ds"], TEACHER_OUTPUTS)
+        return written
 
     # Students run once their upstream is done whatever its outcome; each one skips
     # itself when its own teacher has no knowledge for ds.
@@ -194,7 +226,7 @@ def distillery_daily() -> None:
             )
         return verdict
 
-    @task(trigger_rule="all_done", depends_on_past=True)
+    @task(trigger_rule="all_done", depends_on_past=True, outlets=[MODELS])
     def distill_student(name: str, ds: str) -> dict:
         """Train the student through ds from its teacher's knowledge and register it."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -206,7 +238,7 @@ def distillery_daily() -> None:
 
         settings = Settings.from_env()
         try:
-            return distill_student(
+            distilled = distill_student(
                 settings,
                 student_spec(name, settings.transfer_path),
                 ds,
@@ -214,8 +246,10 @@ def distillery_daily() -> None:
             )
         except MissingKnowledgeError as missing:
             raise AirflowSkipException(str(missing)) from missing
+        _stamp(ds, MODELS)
+        return distilled
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[TEACHER_OUTPUTS])
     def generate_domain_knowledge(domain: str, ds: str) -> dict:
         """Write the domain FM champion's outputs on its domain's examples of ds; skipped without one."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -224,9 +258,21 @@ def distillery_daily() -> None:
 
         settings = Settings.from_env()
         try:
-            return generate_domain_knowledge(settings, domain, ds, KnowledgeConfig.from_settings(settings))
+            written = generate_domain_knowledge(settings, domain, ds, KnowledgeConfig.from_settings(settings))
         except NoEligibleTeacherError as none:
             raise AirflowSkipException(str(none)) from none
+        _stamp(ds, TEACHER_OUTPUTS)
+        return written
+
+    # Last, whatever happened upstream: a skipped or failed student shows as missing in it.
+    @task(trigger_rule="all_done", outlets=[DAILY_REPORT])
+    def report(ds: str) -> dict:
+        """Log the report of the 7 days ending at ds to MLflow, linked from the day's model versions."""
+        from pipeline.run_report import DAILY, log_report
+
+        logged = log_report(Settings.from_env(), ds, DAILY)
+        _stamp(ds, DAILY_REPORT)
+        return logged
 
     @task_group
     def domain_fm(domain: str, name: str) -> None:
@@ -244,12 +290,15 @@ def distillery_daily() -> None:
     examples = build_examples(ingest_events(landed, ds="{{ ds }}", run_id="{{ run_id }}"))
     fm_knowledge = generate_knowledge(examples)
     gate_fm(examples) >> fm_knowledge
-    register_fm(train_fm(examples))
+    registered = register_fm(train_fm(examples))
     domains = domain_fm.expand_kwargs([{"domain": d, "name": domain_fm_name(d)} for d in DOMAINS])
     vms = vertical_model.expand(name=[vm_name(s) for s in SURFACES])
     fm_knowledge >> domains
     # Hierarchical VMs read their domain FM's knowledge; direct ones read gem-fm's.
     (domains if SETTINGS.transfer_path == "hierarchical" else fm_knowledge) >> vms
+    daily_report = report(ds="{{ ds }}")
+    for last in (registered, domains, vms):
+        last >> daily_report
 
 
 distillery_daily()

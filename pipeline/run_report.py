@@ -222,6 +222,9 @@ def markdown(report: RunReport, title: str) -> str:
         "",
         "## Rows per day",
         "",
+        f"From the Delta logs; `{MISSING}`: the table has no partition for that day "
+        "(for `quarantine`, also a day without a rejected row).",
+        "",
         *_by_day_table(report.days, report.rows),
     ]
     return "\n".join(lines)

@@ -2,11 +2,14 @@
 
 Day 1 trains gem-fm; day 2 adds its knowledge and the domain FMs learning from it;
 day 3 adds the domain FMs' knowledge and the VMs learning from it (the hierarchical
-path): the first day on which every model of the hierarchy exists.
+path): the first day on which every model of the hierarchy exists. Each day ends with
+its report logged to MLflow.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,9 +17,11 @@ import pytest
 from infra import registry
 from infra.airflow_local import prepare_airflow_home, run_dag_test
 from infra.delta import partition_row_counts, read_partition
+from infra.report_runs import find_report_runs
 from infra.schema import DOMAINS, SURFACES
 from infra.settings import Settings
 from pipeline.lineage import walk_lineage
+from pipeline.run_report import DAILY, PLOTS
 
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 
@@ -82,3 +87,37 @@ def test_three_days_through_airflow(tmp_path: Path) -> None:
         assert [step.ref.name for step in chain][1:] == [f"domain-fm-{surface.split('_')[0]}", "gem-fm"]
         assert chain[1].ref.version == 1 and chain[2].ref.version == 1
         assert chain[0].tags["teacher_trained_through"] == DAYS[1]
+
+    # Each day's report is logged once, in one run, and linked from the day's versions.
+    client = registry.configure_mlflow(settings)
+    for ds in DAYS:
+        runs = find_report_runs(settings, DAILY.experiment, {"report": DAILY.kind, "ds": ds})
+        assert len(runs) == 1, f"the report of {ds} is in {len(runs)} runs"
+    last = runs[0]
+    assert sorted(a.path for a in client.list_artifacts(last)) == sorted(["report.md", *PLOTS])
+    report = (Path(client.download_artifacts(last, "report.md", str(tmp_path)))).read_text()
+    for name in ["gem-fm", *(f"domain-fm-{d}" for d in DOMAINS), *(f"vm-{s}" for s in SURFACES)]:
+        assert name in report
+    fm_ne = registry.run_metrics(settings, by_day[DAYS[1]])["click/ne"]
+    assert client.get_run(last).data.metrics["ne/gem-fm"] == pytest.approx(fm_ne)
+    vm = registry.find_version(settings, f"vm-{SURFACES[0]}", "trained_through", DAYS[2])
+    assert registry.version_tags(settings, vm)["daily_report"] == f"runs:/{last}/report.md"
+
+    # The tasks' Assets: each event carries its ds; distillery_report is scheduled on three of them.
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+        events = db.execute("SELECT a.name, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id")
+        days_by_asset: dict[str, set[str]] = {}
+        for name, extra in events.fetchall():
+            days_by_asset.setdefault(name, set()).add(json.loads(extra)["ds"])
+        consumed = db.execute(
+            "SELECT a.name FROM dag_schedule_asset_reference r JOIN asset a ON a.id = r.asset_id "
+            "WHERE r.dag_id = 'distillery_report'"
+        ).fetchall()
+    assert days_by_asset["distillery.daily_report"] == set(DAYS)
+    assert days_by_asset["distillery.examples"] == set(DAYS)
+    assert days_by_asset["distillery.teacher_outputs"] == set(DAYS[1:]), "no knowledge on day 1: no event"
+    assert sorted(n for (n,) in consumed) == [
+        "distillery.daily_report",
+        "distillery.examples",
+        "distillery.teacher_outputs",
+    ]
