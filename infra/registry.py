@@ -11,6 +11,11 @@ named after each model land under `<lake>/mlartifacts/<name>`, never `./mlruns` 
 the working directory. Versions carry lineage tags (`trained_through`,
 `examples_version`, `teacher`, ...) plus `config_hash` and `git_sha` set here;
 the alias `champion` is moved only by the quality gate (`pipeline.gate`).
+
+A version is created with all its tags in one registry call, so a step killed at any
+point leaves either no version or a complete one, which its re-run finds and returns.
+With an MLflow server (`http://...`), a server that does not answer fails the step in
+seconds with RegistryUnavailableError; the step can simply run again once it is back.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,6 +35,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+import requests
 import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -41,6 +48,19 @@ CHAMPION = "champion"
 # the same model, so a re-run may return it instead of training again (STYLE rule 10).
 IDENTITY_TAGS = ("trained_through", "config_hash", "git_sha", "examples_version")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+# MLflow retries a failed HTTP request for minutes by default (7 retries, backoff 2 s):
+# a step fails in seconds instead and leaves the waiting to its task's retries.
+# Variables already set in the environment win.
+HTTP_FAIL_FAST = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+HEALTH_TIMEOUT_S = 5.0
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The MLflow server at `Settings.mlflow_uri` does not answer: the call did nothing."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +79,30 @@ class ModelRef:
 # ---------------------------------------------------------------- configuration
 
 
+def require_server(uri: str) -> None:
+    """For an http(s) MLflow URI: fail fast when its server does not answer `/health`.
+
+    Raises RegistryUnavailableError naming `uri`. Other URIs (sqlite, file) pass.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    for name, value in HTTP_FAIL_FAST.items():
+        os.environ.setdefault(name, value)
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S).raise_for_status()
+    except requests.RequestException as err:
+        raise RegistryUnavailableError(
+            f"the MLflow server at {uri} (DISTILLERY_MLFLOW_URI) does not answer: {err}. "
+            "Start it (`distillery up`) and run the step again: every registry step is safe to re-run."
+        ) from err
+
+
 def configure_mlflow(settings: Settings) -> MlflowClient:
-    """Point tracking and registry at `settings.mlflow_uri`; return a client on it."""
+    """Point tracking and registry at `settings.mlflow_uri`; return a client on it.
+
+    Raises RegistryUnavailableError when that is a server that does not answer.
+    """
+    require_server(settings.mlflow_uri)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
     return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
@@ -210,7 +252,6 @@ def log_and_register(
     """
     for path in (factory, predictor):
         _import_dotted(path)  # fail now, before a run exists, not at load time
-    client = configure_mlflow(settings)
     experiment_id = ensure_experiment(settings, name)
     all_tags = {
         **{k: str(v) for k, v in tags.items()},
@@ -226,14 +267,13 @@ def log_and_register(
             name="model",
             python_model=TorchModule(),
             artifacts=artifacts,
-            registered_model_name=name,
             input_example=input_example,
             pip_requirements=_requirements(),
         )
-    version = str(info.registered_model_version)
-    for key, value in all_tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    return ModelRef(name=name, version=int(version), run_id=run.info.run_id)
+    # The version and its tags in one call (one transaction in the store): a step killed
+    # in between cannot leave an untagged version that `find_trained` would not see.
+    version = mlflow.register_model(info.model_uri, name, tags=all_tags)
+    return ModelRef(name=name, version=int(version.version), run_id=run.info.run_id)
 
 
 # ---------------------------------------------------------------- lookups
