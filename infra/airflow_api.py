@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 TOKEN_ROUTE = "/auth/token"
+PAGE = 100  # the api-server's default `[api] maximum_page_limit`
 
 
 class AirflowAPIError(RuntimeError):
@@ -86,16 +88,36 @@ class AirflowClient:
         }
         return self._call("POST", "/api/v2/backfills", json=body)
 
-    def dag_run_states(self, dag_id: str, from_date: str, to_date: str) -> dict[str, str]:
-        """The state of each run of `dag_id` with a logical day in `from_date`..`to_date`, by day."""
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict]:
+        """Every item of a paged collection (`key` of each answer), one page of `PAGE` at a time."""
+        items: list[dict] = []
+        while True:
+            page = self._call("GET", path, params={**params, "limit": PAGE, "offset": len(items)})
+            items += page[key]
+            if not page[key] or len(items) >= page["total_entries"]:
+                return items
+
+    def dag_runs(self, dag_id: str, from_date: str, to_date: str) -> list[dict]:
+        """The runs of `dag_id` with a logical day in `from_date`..`to_date`, in date order."""
         params = {
             "logical_date_gte": _midnight(from_date),
             "logical_date_lte": _midnight(to_date),
             "order_by": "logical_date",
-            "limit": 1000,
         }
-        runs = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
-        return {run["logical_date"][:10]: run["state"] for run in runs}
+        return self._pages(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs", params)
+
+    def backfills(self, dag_id: str) -> list[dict]:
+        """Every backfill of `dag_id`, oldest first; `completed_at` is null while one is active."""
+        return self._pages("/api/v2/backfills", "backfills", {"dag_id": dag_id, "order_by": "id"})
+
+    def dag_run_states(self, dag_id: str, from_date: str, to_date: str) -> dict[str, str]:
+        """The state of each run of `dag_id` with a logical day in `from_date`..`to_date`, by day."""
+        return {run["logical_date"][:10]: run["state"] for run in self.dag_runs(dag_id, from_date, to_date)}
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """The task instances of one run, mapped ones once per map index (`map_index` -1 if not mapped)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances"
+        return self._pages(path, "task_instances", {"order_by": "map_index"})
 
     def wait_for_backfill(self, backfill: dict, timeout_s: float, poll_s: float = 10.0) -> dict[str, str]:
         """Poll until the backfill is complete; returns the final state of each of its runs, by day.
