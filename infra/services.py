@@ -48,13 +48,15 @@ CREDENTIALS_FILE = "credentials.txt"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 # Imported once by the scheduler's forkserver: the LocalExecutor's workers fork from it and
-# fork each task from themselves, so a task starts with these already imported (about 14 s
-# of imports per task otherwise). Libraries only: this repo's modules are imported fresh by
-# each task, so an edit takes effect without a restart. great_expectations stays out: it
+# fork each task from themselves, so a task starts with these already imported (5 to 16 s of
+# imports per task otherwise, more on a busy machine). Libraries only: this repo's modules are
+# imported fresh by each task, so an edit takes effect without a restart. Importing must run
+# no torch op (libgomp's threads do not survive a fork). great_expectations stays out: it
 # imports Spark Connect, which exits a process whose `__main__` has no file (the forkserver's).
 TASK_PRELOAD = (
     "airflow.sdk.execution_time.supervisor",
     "airflow.sdk.execution_time.task_runner",
+    "airflow.dag_processing.dagbag",  # each task parses its DAG file into a DagBag
     "torch",
     "torchmetrics",
     "mlflow",
