@@ -247,9 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_progress_lines() -> None:
+    """Off a terminal, the long steps log their progress (`infra.progress`): print those lines to stderr."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("distillery")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `distillery` command."""
     args = build_parser().parse_args(argv)
+    _show_progress_lines()
     settings = Settings.from_env()
     if args.command in ("ingest", "day"):
         print(json.dumps(ingest(settings, args.ds), indent=2, default=str))
