@@ -137,6 +137,10 @@ def service_environment(settings: Settings, config: ServiceConfig) -> dict[str, 
             "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(config.schedule),
+            # A task's execution-API token is minted when the scheduler queues it: on two busy
+            # cores a mapped task can wait in the executor longer than the 10-minute default,
+            # then fails to start ("Invalid auth token") and waits for a retry. The API is loopback.
+            "AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME": str(24 * 3600),
             "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
             "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_PRELOAD),
             # MLflow's job runner (GenAI jobs, seven worker processes) is unused here.

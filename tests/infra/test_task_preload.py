@@ -53,6 +53,12 @@ def test_the_scheduler_preloads_the_task_libraries_in_its_forkserver(tmp_path: P
     assert {"torch", "mlflow", "pyspark.sql", "airflow.sdk.execution_time.task_runner"} <= set(TASK_PRELOAD)
 
 
+def test_a_queued_tasks_token_outlives_a_long_wait_for_a_slot(tmp_path: Path) -> None:
+    env = service_environment(Settings(lake=str(tmp_path / "lake")), ServiceConfig(tmp_path / "airflow"))
+    # Minted at queueing; the demo saw mapped tasks wait ~20 minutes for one of two slots.
+    assert int(env["AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME"]) >= 3 * 3600
+
+
 def test_a_forkserver_child_has_every_preloaded_module(tmp_path: Path) -> None:
     script = tmp_path / "check.py"
     script.write_text(FORKSERVER_CHECK)
