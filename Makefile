@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-## Run the daily DAG for three consecutive days through Airflow on the embedded defaults.
+## Three days of the daily DAG through the Airflow scheduler (one backfill), then the URLs, login, tables and models; the services stay up (make down).
 demo: venv
 	$(BIN)/distillery demo
 
@@ -61,4 +61,5 @@ lock: venv
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements.lock
 
 clean:
+	test ! -x $(BIN)/distillery || $(BIN)/distillery down
 	rm -rf lake mlruns mlruns.db .airflow reports/*.tmp

@@ -156,22 +156,15 @@ def describe_models(settings: Settings) -> list[str]:
 
 
 def demo(settings: Settings, start: str, days: int) -> None:
-    """Run the daily DAG through Airflow (`airflow dags test`) for `days` days from `start`."""
-    from pathlib import Path
+    """Run `days` days of the daily DAG from `start` through the Airflow scheduler (`pipeline.demo`)."""
+    from infra.airflow_api import AirflowAPIError
+    from infra.services import ServiceError
+    from pipeline.demo import DemoFailed, run_demo
 
-    from infra.airflow_local import prepare_airflow_home, run_dag_test
-
-    airflow_home = Path(".airflow").resolve()
-    env = prepare_airflow_home(settings, airflow_home)
-    first = dt.date.fromisoformat(start)
-    for offset in range(days):
-        ds = (first + dt.timedelta(days=offset)).isoformat()
-        print(f"distillery_daily {ds}: running through Airflow ...", flush=True)
-        run_dag_test("distillery_daily", ds, env)
-    print(f"\nAirflow home: {airflow_home} (logs in distillery-airflow.log)\nTables:")
-    print("\n".join(describe_tables(settings)))
-    print(f"\nModels in MLflow ({settings.mlflow_uri}):")
-    print("\n".join(describe_models(settings)))
+    try:
+        run_demo(settings, start, days)
+    except (DemoFailed, ServiceError, AirflowAPIError, ValueError) as failed:
+        raise SystemExit(f"distillery demo: {failed}") from failed
 
 
 def services_up(settings: Settings, home: str, airflow_port: int, mlflow_port: int, schedule: bool) -> None:
@@ -217,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     student.add_argument("--model", required=True, help="domain-fm-<domain> or vm-<surface>")
     lineage = commands.add_parser("lineage", help="print the chain of teachers behind a registered version")
     lineage.add_argument("model_uri", help="models:/<name>/<version> or models:/<name>@<alias>")
-    demo_cmd = commands.add_parser("demo", help="run the daily DAG through Airflow for a few days")
+    demo_cmd = commands.add_parser("demo", help="days of the DAG through the Airflow scheduler")
     demo_cmd.add_argument("--start", type=_day, default=None, help="first day (default: settings start)")
     demo_cmd.add_argument("--days", type=int, default=3)
     commands.add_parser("tables", help="print where the tables are and their partitions")
