@@ -320,12 +320,12 @@ def _evaluate_checkpoints(settings: Settings, train_days: list[str], test_day: s
 
     examples_uri = settings.table_uri("examples")
     measured = [*train_days[1:], test_day]
-    by_day = {}
-    for through, day in zip(train_days, measured, strict=True):
+    frozen, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, train_days[0]))
+    by_day = {measured[0]: evaluate_on_day(frozen, train_days[0], examples_uri, measured[0])}
+    for through, day in zip(train_days[1:], measured[1:], strict=True):
         model, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, through))
         by_day[day] = evaluate_on_day(model, through, examples_uri, day)
-    model, _ = load_fm(checkpoint_uri(settings.lake, FM_NAME, train_days[0]))
-    return by_day, evaluate_on_day(model, train_days[0], examples_uri, test_day)
+    return by_day, evaluate_on_day(frozen, train_days[0], examples_uri, test_day)
 
 
 def run_teacher_benchmark(
