@@ -145,6 +145,8 @@ def table_version(uri: str) -> int:
 
 _FILE_INFO_DDL = "path string, size long, rows long, stats string"
 
+BatchTransform = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
 
 @dataclass(frozen=True)
 class PartitionCommit:
@@ -192,13 +194,17 @@ def commit_spark_partition(
     *,
     partition: Mapping[str, str] | None = None,
     before_commit: Callable[[WrittenPartition], None] | None = None,
+    transform: BatchTransform | None = None,
 ) -> PartitionCommit:
     """Replace partition `ds` (and `partition`'s values) of the Delta table at `uri` with `df`, in one commit.
 
     The table is partitioned by `ds` and then by the keys of `partition` (e.g.
     `{"teacher": "gem-fm"}` replaces exactly `ds=<ds>/teacher=gem-fm`). `df` needs
     `schema`'s columns except the partition columns (their values come from the
-    arguments, whatever the frame holds). Creates the table on first write. Each
+    arguments, whatever the frame holds). With `transform`, `df` holds the
+    transform's input instead and the rows written are what it yields for each Spark
+    partition's Arrow batches, in the same Python worker as the writer: computed rows
+    (a model's outputs) cross the JVM once, not twice. Creates the table on first write. Each
     Spark partition of `df` becomes at most one file; nothing but file metadata
     reaches the driver. `before_commit` sees the written, uncommitted files and may
     raise to abort. On any failure the table is left as it was and the files
@@ -214,10 +220,11 @@ def commit_spark_partition(
     part_dir = "/".join(f"{k}={v}" for k, v in values.items())
     token = uuid.uuid4().hex
     file_schema = pa.schema([f for f in schema if f.name not in values])
-    write = _partition_file_writer(uri, part_dir, token, file_schema)
+    write = _partition_file_writer(uri, part_dir, token, file_schema, transform)
     committed: set[str] = set()
     try:
-        infos = df.select(*file_schema.names).mapInArrow(write, _FILE_INFO_DDL).collect()
+        source = df if transform is not None else df.select(*file_schema.names)
+        infos = source.mapInArrow(write, _FILE_INFO_DDL).collect()
         if before_commit is not None:
             paths = tuple(sorted(i.path for i in infos))
             before_commit(WrittenPartition(uri, paths, sum(i.rows for i in infos), file_schema))
@@ -257,9 +264,9 @@ def _commit_partition(uri: str, schema: pa.Schema, actions: list[AddAction], val
 
 
 def _partition_file_writer(
-    uri: str, part_dir: str, token: str, file_schema: pa.Schema
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The mapInArrow function: write a task's batches to one Parquet file, yield its info."""
+    uri: str, part_dir: str, token: str, file_schema: pa.Schema, transform: BatchTransform | None
+) -> BatchTransform:
+    """The mapInArrow function: write a task's batches (through `transform`) to one file, yield its info."""
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -270,9 +277,9 @@ def _partition_file_writer(
         rel_path = f"{part_dir}/{name}"
         fs, root = pafs.FileSystem.from_uri(uri)
         writer, stats = None, _FileStats(file_schema)
-        for batch in batches:
+        for batch in batches if transform is None else transform(batches):
             # Spark's Arrow types differ in nullability and list field names: cast back.
-            table = pa.Table.from_batches([batch]).cast(file_schema)
+            table = pa.Table.from_batches([batch]).select(file_schema.names).cast(file_schema)
             if writer is None:
                 fs.create_dir(f"{root}/{part_dir}", recursive=True)
                 writer = pq.ParquetWriter(f"{root}/{rel_path}", file_schema, filesystem=fs)

@@ -8,9 +8,10 @@ a second core), and for each size, a `GemFM` with a fixed seed (weights do not
 change throughput):
 
 1. Spark, master `local[c]`: the product's path, timed from reading the Delta
-   partition to the committed `teacher_outputs` partition (`compute_outputs`, then
-   `commit_outputs`: Parquet written by the executors, row count and GX suite on
-   the written files, one Delta commit). One cold run first (worker spawn, model
+   partition to the committed `teacher_outputs` partition (`outputs_transform` run
+   by `commit_outputs` inside the writer's tasks: forward pass and Parquet files in
+   the same Python workers, row count and GX suite on the written files, one Delta
+   commit). One cold run first (worker spawn, model
    broadcast and build), reported apart; then `repeats` warm runs.
 2. A plain PyTorch loop in one process with `torch.set_num_threads(c)`: read the
    partition with `infra.delta.read_partition`, then features and forward pass per
@@ -45,7 +46,7 @@ from infra.days import shift_day
 from infra.schema import EXAMPLES_SCHEMA
 from infra.settings import Settings
 from pipeline.bench_reports import write_reports
-from pipeline.knowledge import ResolvedTeacher, commit_outputs, compute_outputs
+from pipeline.knowledge import ResolvedTeacher, commit_outputs, outputs_transform
 from teacher.config import config_for
 from teacher.features import table_to_features
 from teacher.model import GemFM
@@ -56,7 +57,8 @@ if TYPE_CHECKING:
 RATIO_TARGET = 0.8  # Spark examples/s over plain PyTorch examples/s, same cores
 EXAMPLES = 100_000
 SINK = (
-    "the real commit path (`commit_outputs`: Parquet files, row count and GX suite on them, "
+    "the real commit path (`commit_outputs`: the forward pass and the Parquet files in the same Python "
+    "workers, row count and GX suite on the files, "
     "one Delta commit into a scratch `teacher_outputs` table)"
 )
 
@@ -111,10 +113,11 @@ def spark_run(
 
     def job() -> int:
         examples = delta.read_spark_partition(spark, examples_uri, ds, EXAMPLES_SCHEMA)
-        outputs, payload = compute_outputs(spark, examples, teacher, model, batch_size)
+        transform, payload = outputs_transform(spark, teacher, model, batch_size)
         try:
             uri = settings.table_uri("teacher_outputs")
-            return commit_outputs(outputs, uri, ds, teacher, expected, model.config.embed_dim).rows
+            embed_dim = model.config.embed_dim
+            return commit_outputs(examples, transform, uri, ds, teacher, expected, embed_dim).rows
         finally:
             payload.destroy()
 

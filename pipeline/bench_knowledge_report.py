@@ -117,10 +117,10 @@ def _bounds_section(report: dict[str, Any]) -> list[str]:
         "(reading the partition and building features take the rest).",
         *[_plumbing_line(r) for r in results if r["cores"] == fewest == 1],
         "- Spark's plumbing follows the rows and their width (histories in, embeddings out), not the "
-        "forward FLOPs: Parquet decoding and Arrow conversion in the JVM, the outputs travelling twice "
-        "through it (teacher worker -> JVM -> the writer's Python worker of "
-        "`infra.delta.commit_spark_partition`), the read-back and the GX suite; so its share falls as "
-        "the model grows.",
+        "forward FLOPs: Parquet decoding and Arrow conversion in the JVM, the examples' trip to the Python "
+        "workers (which run the forward pass and write the outputs' Parquet files, "
+        "`infra.delta.commit_spark_partition` with a transform), the read-back and the GX suite; so its "
+        "share falls as the model grows.",
         *scaling,
         f"- Other processes used {_busy(report, 'spark'):.0%} of the machine's CPU in the warm Spark runs "
         f"and {_busy(report, 'pytorch'):.0%} in the plain loops ({_busy(report, 'spark', most):.0%} and "

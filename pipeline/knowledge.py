@@ -17,7 +17,7 @@ explicit version or alias must be trained through a day strictly before `ds-k`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,10 +143,8 @@ def resolve_teacher(
     return ResolvedTeacher(ref, trained_through)
 
 
-def _outputs_function(
-    payload: Broadcast, teacher: TeacherIdentity, batch_size: int
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The mapInArrow function: examples batches -> teacher_outputs batches, in a Python worker."""
+def _outputs_function(payload: Broadcast, teacher: TeacherIdentity, batch_size: int) -> delta.BatchTransform:
+    """Examples batches -> teacher_outputs batches, in a Python worker (the writer's transform)."""
     # Keyed by a token of this job too: Python workers outlive jobs, and another lake's
     # registry (a test, a benchmark) may hold a different model under the same name and version.
     key = (teacher.name, teacher.version, uuid.uuid4().hex)
@@ -165,24 +163,29 @@ def _outputs_function(
     return outputs
 
 
-def compute_outputs(
-    spark: SparkSession, examples: DataFrame, teacher: ResolvedTeacher, model: GemFM, batch_size: int
-) -> tuple[DataFrame, Broadcast]:
-    """teacher_outputs rows for `examples` (lazy), and the broadcast weights to destroy after use."""
-    from infra.spark import spark_schema
-
+def outputs_transform(
+    spark: SparkSession, teacher: ResolvedTeacher, model: GemFM, batch_size: int
+) -> tuple[delta.BatchTransform, Broadcast]:
+    """The forward pass as a writer's batch transform, and the broadcast weights to destroy after use."""
     payload = spark.sparkContext.broadcast({"config": model.config.to_dict(), "state": state_to_bytes(model)})
-    function = _outputs_function(payload, teacher.identity, batch_size)
-    return examples.mapInArrow(function, spark_schema(TEACHER_OUTPUTS_SCHEMA)), payload
+    return _outputs_function(payload, teacher.identity, batch_size), payload
 
 
 def commit_outputs(
-    outputs: DataFrame, uri: str, ds: str, teacher: ResolvedTeacher, expected_rows: int, embed_dim: int
+    examples: DataFrame,
+    transform: delta.BatchTransform,
+    uri: str,
+    ds: str,
+    teacher: ResolvedTeacher,
+    expected_rows: int,
+    embed_dim: int,
 ) -> delta.PartitionCommit:
-    """Write `outputs` and commit them as partition (ds, teacher.name) once the checks pass.
+    """Run `transform` over `examples`; commit its rows as partition (ds, teacher.name) once checks pass.
 
-    Before the commit: the written rows must number `expected_rows` (the day's
-    examples) and pass the GX suite; otherwise TeacherOutputsInvalid and nothing changes.
+    The forward pass runs inside the writer's tasks (one pass over the examples, the
+    outputs written where they are computed). Before the commit: the written rows must
+    number `expected_rows` (the day's examples) and pass the GX suite; otherwise
+    TeacherOutputsInvalid and nothing changes.
     """
     from infra.output_validation import TeacherOutputsInvalid, check_teacher_outputs
 
@@ -194,7 +197,13 @@ def commit_outputs(
         check_teacher_outputs(written.read(), embed_dim, teacher.ref.version, teacher.trained_through)
 
     return delta.commit_spark_partition(
-        outputs, uri, ds, TEACHER_OUTPUTS_SCHEMA, partition={"teacher": teacher.ref.name}, before_commit=check
+        examples,
+        uri,
+        ds,
+        TEACHER_OUTPUTS_SCHEMA,
+        partition={"teacher": teacher.ref.name},
+        before_commit=check,
+        transform=transform,
     )
 
 
@@ -239,9 +248,9 @@ def generate_teacher_knowledge(
     examples = delta.read_spark_partition(spark, examples_uri, ds, EXAMPLES_SCHEMA)
     if surfaces is not None:
         examples = examples.where(F.col("surface").isin(list(surfaces)))
-    outputs, payload = compute_outputs(spark, examples, teacher, model, config.batch_size)
+    transform, payload = outputs_transform(spark, teacher, model, config.batch_size)
     try:
-        written = commit_outputs(outputs, uri, ds, teacher, expected, model.config.embed_dim)
+        written = commit_outputs(examples, transform, uri, ds, teacher, expected, model.config.embed_dim)
     finally:
         payload.destroy()
     return {

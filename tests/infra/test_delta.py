@@ -93,6 +93,39 @@ def test_commit_spark_partition_creates_replaces_and_keeps_the_arrow_schema(spar
     assert sorted(r.n for r in back.collect()) == [100, 101]
 
 
+def tenfold(batches):
+    """A writer transform: (id, n) batches -> SCHEMA rows with n * 10, in the writer's worker."""
+    for batch in batches:
+        ids, ns = batch.column("id").to_pylist(), batch.column("n").to_pylist()
+        if -1 in ns:
+            raise ValueError("n = -1 is not allowed")
+        yield pa.RecordBatch.from_pylist(
+            [
+                {"id": i, "n": n * 10, "flag": 1, "seq": [float(n)], "codes": []}
+                for i, n in zip(ids, ns, strict=True)
+            ],
+            pa.schema([f for f in SCHEMA if f.name != "ds"]),
+        )
+
+
+def test_a_transform_computes_the_rows_in_the_writer(spark, tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    inputs = spark.createDataFrame([(f"k{i}", i) for i in range(6)], "id string, n long").repartition(2)
+
+    written = delta.commit_spark_partition(inputs, uri, "2026-01-01", SCHEMA, transform=tenfold)
+
+    assert (written.rows, written.files) == (6, 2)
+    assert sorted_rows(uri, "2026-01-01") == [
+        {"id": f"k{i}", "ds": "2026-01-01", "n": 10 * i, "flag": 1, "seq": [float(i)], "codes": []}
+        for i in range(6)
+    ]
+    before = (delta.table_version(uri), sorted_rows(uri, "2026-01-01"), parquet_files(uri))
+    failing = spark.createDataFrame([("a", 1), ("b", -1)], "id string, n long").repartition(2, "id")
+    with pytest.raises(Exception, match="n = -1 is not allowed"):
+        delta.commit_spark_partition(failing, uri, "2026-01-01", SCHEMA, transform=tenfold)
+    assert (delta.table_version(uri), sorted_rows(uri, "2026-01-01"), parquet_files(uri)) == before
+
+
 def test_a_failed_commit_leaves_the_table_and_no_files(spark, tmp_path: Path) -> None:
     from pyspark.sql import functions as F
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 from deltalake import DeltaTable
@@ -25,8 +27,8 @@ from pipeline.knowledge import (
     NoEligibleTeacherError,
     TeacherLeakageError,
     commit_outputs,
-    compute_outputs,
     generate_teacher_knowledge,
+    outputs_transform,
     resolve_teacher,
 )
 from pipeline.train_fm import FMTrainingConfig, train_fm
@@ -138,25 +140,27 @@ def test_outputs_equal_a_pytorch_forward_and_a_rerun_changes_nothing(spark, sett
 
 
 def test_corrupted_outputs_are_never_committed(spark, settings: Settings) -> None:
-    from pyspark.sql import functions as F
-
     generate_teacher_knowledge(settings, FM, D3, CONFIG, version=2, spark=spark)
     uri = settings.table_uri("teacher_outputs")
     teacher = resolve_teacher(settings, FM, D3, version=2)
     model, _ = registry.load_torch_module(teacher.ref.uri)
     examples = delta.read_spark_partition(spark, settings.table_uri("examples"), D3, EXAMPLES_SCHEMA)
-    outputs, payload = compute_outputs(spark, examples, teacher, model, CONFIG.batch_size)
+    transform, payload = outputs_transform(spark, teacher, model, CONFIG.batch_size)
     first_id = sorted(r["example_id"] for r in partition_rows(settings, D3))[0]
-    corrupted = outputs.withColumn(
-        "logit_click",
-        F.when(F.col("example_id") == first_id, F.lit(float("nan"))).otherwise(F.col("logit_click")),
-    )
+
+    def corrupted(batches):
+        """The teacher's outputs with a NaN click logit on one example."""
+        for batch in transform(batches):
+            hit = pc.equal(batch.column("example_id"), first_id)
+            logits = pc.if_else(hit, pa.scalar(float("nan"), pa.float32()), batch.column("logit_click"))
+            yield batch.set_column(batch.schema.get_field_index("logit_click"), "logit_click", logits)
+
     state = (delta.table_version(uri), partition_rows(settings, D3), _parquet_files(uri))
 
     with pytest.raises(TeacherOutputsInvalid, match=r"logit_click_not_nan \(1 of 1500 rows\)"):
-        commit_outputs(corrupted, uri, D3, teacher, 1_500, model.config.embed_dim)
+        commit_outputs(examples, corrupted, uri, D3, teacher, 1_500, model.config.embed_dim)
     with pytest.raises(TeacherOutputsInvalid, match="1500 teacher outputs written for 1501 examples"):
-        commit_outputs(outputs, uri, D3, teacher, 1_501, model.config.embed_dim)
+        commit_outputs(examples, transform, uri, D3, teacher, 1_501, model.config.embed_dim)
     payload.destroy()
 
     assert (delta.table_version(uri), partition_rows(settings, D3), _parquet_files(uri)) == state
