@@ -42,6 +42,7 @@ from infra.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 DAG_ID = "distillery_daily"
+REPORT_DAG_ID = "distillery_report"  # scheduled on the daily DAG's Assets
 ADMIN = "admin"
 STATE_FILE = "services.json"
 CREDENTIALS_FILE = "credentials.txt"
@@ -210,7 +211,7 @@ def _write_credentials(config: ServiceConfig, password: str) -> Path:
 
 
 def start_services(settings: Settings, config: ServiceConfig, timeout_s: float = 300.0) -> RunningServices:
-    """Start Airflow and the MLflow UI, wait until both answer and the DAG is registered, unpause it.
+    """Start Airflow and the MLflow UI, wait until both answer and the DAGs are registered, unpause them.
 
     Reads and writes `<home>` (AIRFLOW_HOME): the SQLite metadata DB, `services.json`,
     `credentials.txt`, `service-logs/<service>.log`. Raises `ServiceError` when the
@@ -293,11 +294,12 @@ def _reusable(settings: Settings, config: ServiceConfig) -> bool:
 
 
 def _log_in_and_unpause(config: ServiceConfig, timeout_s: float) -> RunningServices:
-    """Log in as admin, wait until `DAG_ID` is registered, unpause it; write `credentials.txt`."""
+    """Log in as admin, wait until both DAGs are registered, unpause them; write `credentials.txt`."""
     password = admin_password(config.home)
     client = AirflowClient(config.airflow_url, ADMIN, password)
-    client.wait_for_dag(DAG_ID, timeout_s)
-    client.set_paused(DAG_ID, paused=False)
+    for dag_id in (DAG_ID, REPORT_DAG_ID):
+        client.wait_for_dag(dag_id, timeout_s)
+        client.set_paused(dag_id, paused=False)
     return RunningServices(
         config.airflow_url, config.mlflow_url, ADMIN, password, _write_credentials(config, password)
     )

@@ -182,7 +182,11 @@ def services_up(settings: Settings, home: str, airflow_port: int, mlflow_port: i
     print(f"Airflow  {running.airflow_url}  (user {running.username}, password {running.password})")
     print(f"MLflow   {running.mlflow_url}")
     print(f"The login is in {running.credentials}; logs in {config.home.resolve() / 'service-logs'}.")
-    print("distillery_daily is unpaused" + ("." if schedule else "; only backfills and manual runs run."))
+    print(
+        "distillery_daily is unpaused"
+        + ("." if schedule else "; only backfills and manual runs run.")
+        + " distillery_report is unpaused: it runs after each day of distillery_daily."
+    )
     print("Stop with `distillery down`.")
 
 

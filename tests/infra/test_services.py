@@ -33,10 +33,12 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from infra import registry
 from infra.airflow_api import AirflowAPIError, AirflowClient
 from infra.airflow_local import airflow_environment
+from infra.assets import REPORT_EXPERIMENT
 from infra.checkpoints import checkpoint_exists, checkpoint_uri, load_checkpoint
 from infra.delta import partition_row_counts, read_partition
+from infra.report_runs import find_report_runs
 from infra.schema import DOMAINS, SURFACE_DOMAINS, SURFACES
-from infra.services import DAG_ID, STATE_FILE, admin_password, port_is_free, stop_services
+from infra.services import DAG_ID, REPORT_DAG_ID, STATE_FILE, admin_password, port_is_free, stop_services
 from infra.settings import Settings
 from pipeline.hierarchy import FM_NAME
 from pipeline.lineage import walk_lineage
@@ -416,6 +418,27 @@ def test_backfill_wrote_every_table_and_model(backfilled: Backfilled) -> None:
         assert vm is not None, f"vm-{surface} was not registered on day 3"
     chain = walk_lineage(settings, vm.uri)
     assert [step.ref.name for step in chain] == [vm.name, f"domain-fm-{SURFACE_DOMAINS[surface]}", "gem-fm"]
+
+
+@pytest.mark.slow
+def test_each_day_reports_and_the_assets_trigger_the_report_dag(backfilled: Backfilled) -> None:
+    settings = backfilled.settings
+    for ds in DAYS:
+        assert find_report_runs(settings, REPORT_EXPERIMENT, {"report": "daily", "ds": ds}), ds
+    client = backfilled.client()
+    assert client.wait_for_dag(REPORT_DAG_ID, timeout_s=60)["is_paused"] is False, "`up` unpauses it"
+    deadline, states = time.monotonic() + 600, []
+    while time.monotonic() < deadline:  # day 3's asset events may still be queuing a run
+        runs = client._call("GET", f"/api/v2/dags/{REPORT_DAG_ID}/dagRuns")["dag_runs"]
+        states = [run["state"] for run in runs]
+        if states and all(state in ("success", "failed") for state in states):
+            break
+        time.sleep(5)
+    assert states and set(states) == {"success"}, states
+    recent = {
+        ds for ds in DAYS if find_report_runs(settings, REPORT_EXPERIMENT, {"report": "recent", "ds": ds})
+    }
+    assert recent and recent <= set(DAYS[1:]), "the first run comes with day 2's teacher outputs"
 
 
 @pytest.mark.slow
