@@ -29,6 +29,31 @@ def spark() -> Iterator[SparkSession]:
     session.stop()
 
 
+def dag_test_settings(root: Path, start_date: str) -> Settings:
+    """Settings for a few days of the whole DAG in minutes: small days, the `tiny` FM, a lake under `root`.
+
+    A tiny model after one 3k-event day is near the base rate: the gate's bars are loose,
+    so that end-to-end tests check the wiring (the gate's logic has its own tests).
+    """
+    return Settings(
+        lake=str(root / "lake"),
+        mlflow_uri=f"sqlite:///{root}/mlruns.db",
+        events_per_day=3_000,
+        n_users=300,
+        history_length=20,
+        start_date=start_date,
+        fm_size="tiny",
+        gate_max_ne=1.5,
+        gate_max_regression=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dag_settings() -> Callable[[Path, str], Settings]:
+    """`dag_test_settings`, for the end-to-end DAG and services tests."""
+    return dag_test_settings
+
+
 def events_as_examples(events: pa.Table) -> pa.Table:
     """Events as EXAMPLES_SCHEMA rows with empty histories: examples without running Spark."""
     n = events.num_rows

@@ -19,7 +19,6 @@ from infra.airflow_local import prepare_airflow_home, run_dag_test
 from infra.delta import partition_row_counts, read_partition
 from infra.report_runs import find_report_runs
 from infra.schema import DOMAINS, SURFACES
-from infra.settings import Settings
 from pipeline.lineage import walk_lineage
 from pipeline.run_report import DAILY, PLOTS
 
@@ -27,20 +26,8 @@ DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 
 @pytest.mark.slow
-def test_three_days_through_airflow(tmp_path: Path) -> None:
-    settings = Settings(
-        lake=str(tmp_path / "lake"),
-        mlflow_uri=f"sqlite:///{tmp_path}/mlruns.db",
-        events_per_day=3_000,
-        n_users=300,
-        history_length=20,
-        start_date=DAYS[0],
-        fm_size="tiny",
-        # A tiny model after one 3k-event day is near the base rate: loose bars, so that
-        # this test checks the wiring (the gate's logic has its own tests).
-        gate_max_ne=1.5,
-        gate_max_regression=0.5,
-    )
+def test_three_days_through_airflow(tmp_path: Path, tiny_dag_settings) -> None:
+    settings = tiny_dag_settings(tmp_path, DAYS[0])
     env = prepare_airflow_home(settings, tmp_path / "airflow")
     for ds in DAYS:
         run_dag_test("distillery_daily", ds, env)

@@ -248,23 +248,13 @@ def _kill_training_mid_run(
 
 
 @pytest.fixture(scope="module")
-def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]:
+def backfilled(tmp_path_factory: pytest.TempPathFactory, tiny_dag_settings) -> Iterator[Backfilled]:
     """`distillery up --no-schedule`, then a 3-day backfill through the API with one training killed.
 
     Yields the running services; stops them afterwards if `test_down_stops_every_service` did not.
     """
     root = tmp_path_factory.mktemp("services")
-    settings = Settings(
-        lake=str(root / "lake"),
-        mlflow_uri=f"sqlite:///{root}/mlruns.db",
-        events_per_day=3_000,
-        n_users=300,
-        history_length=20,
-        start_date=DAYS[0],
-        fm_size="tiny",
-        gate_max_ne=1.5,  # loose bars: this test checks the wiring, not the gate
-        gate_max_regression=0.5,
-    )
+    settings = tiny_dag_settings(root, DAYS[0])
     home, airflow_port, mlflow_port = root / "airflow", _free_port(), _free_port()
     env = airflow_environment(settings, home)  # the DISTILLERY_* settings, as the CLI reads them
     up_args = ["--home", str(home), "--airflow-port", str(airflow_port), "--mlflow-port", str(mlflow_port)]
