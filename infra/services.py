@@ -52,8 +52,9 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 # fork each task from themselves, so a task starts with these already imported (5 to 16 s of
 # imports per task otherwise, more on a busy machine). Libraries only: this repo's modules are
 # imported fresh by each task, so an edit takes effect without a restart. Importing must run
-# no torch op (libgomp's threads do not survive a fork). great_expectations stays out: it
-# imports Spark Connect, which exits a process whose `__main__` has no file (the forkserver's).
+# no torch op (libgomp's threads do not survive a fork). great_expectations imports Spark
+# Connect, whose dependency check exits a process whose `__main__` has no file (the
+# forkserver's) unless pyspark's `connect` extra is installed: pyproject.toml installs it.
 TASK_PRELOAD = (
     "airflow.sdk.execution_time.supervisor",
     "airflow.sdk.execution_time.task_runner",
@@ -67,6 +68,7 @@ TASK_PRELOAD = (
     "pyarrow.parquet",
     "deltalake",
     "pyspark.sql",
+    "great_expectations",  # the ingest and knowledge tasks' validation (5 s of imports)
 )
 
 
