@@ -136,8 +136,13 @@ def service_environment(settings: Settings, config: ServiceConfig) -> dict[str, 
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / PASSWORDS_FILE),
-            # One task per core: each task imports torch and may start a Spark JVM.
+            # One task per core: each task imports torch and may start a Spark JVM ...
             "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
+            # ... and runs torch on one thread (read when the forkserver imports torch): intra-op
+            # threads wait for each other at every operator, so a task with two threads beside
+            # another task on two cores runs slower than with one (day 1's train_fm at demo scale
+            # beside a busy core: 81 s with two threads, 41 s with one).
+            "OMP_NUM_THREADS": "1",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(config.schedule),
             # A task's execution-API token is minted when the scheduler queues it: on two busy

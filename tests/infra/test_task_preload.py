@@ -9,6 +9,7 @@ running a torch op before the fork (libgomp's threads do not survive a fork).
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,17 @@ def test_the_scheduler_preloads_the_task_libraries_in_its_forkserver(tmp_path: P
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     assert env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"].split(",") == list(TASK_PRELOAD)
     assert {"torch", "mlflow", "pyspark.sql", "airflow.sdk.execution_time.task_runner"} <= set(TASK_PRELOAD)
+
+
+def test_each_of_the_parallel_tasks_runs_torch_on_one_thread(tmp_path: Path) -> None:
+    env = service_environment(Settings(lake=str(tmp_path / "lake")), ServiceConfig(tmp_path / "airflow"))
+    assert int(env["AIRFLOW__CORE__PARALLELISM"]) == (os.cpu_count() or 2)
+    child = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env={**os.environ, "OMP_NUM_THREADS": env["OMP_NUM_THREADS"]}, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    assert child.stdout.strip() == "1"
 
 
 def test_a_queued_tasks_token_outlives_a_long_wait_for_a_slot(tmp_path: Path) -> None:
