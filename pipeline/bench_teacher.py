@@ -199,6 +199,7 @@ def fm_versus_alone(
     return {
         "alone_size": size,
         "alone_learning_rate": train.learning_rate,
+        "alone_embedding_learning_rate": train.embedding_learning_rate,
         "surfaces": surfaces,
         "holds": all(s["fm_beats_alone"] for s in surfaces.values()),
         "holds_on_window_mean": all(s["window"]["ne_advantage_mean"] > 0 for s in surfaces.values()),

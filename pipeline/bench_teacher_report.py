@@ -28,7 +28,8 @@ def _alone_section(section: dict[str, Any]) -> list[str]:
         f"Window: progressive validation on {days[0]} .. {days[-1]} (each model trained through the day "
         "before), mean over the days, the advantage's spread across days (std), and on how many days "
         f"the FM was better: how far one day's NE moves. The alone model trains at its size's learning "
-        f"rate ({section['alone_learning_rate']:g}).",
+        f"rate ({section['alone_learning_rate']:g}; its embedding tables at "
+        f"{section['alone_embedding_learning_rate']:g}, as the FM's).",
         "",
         "| surface | FM | alone | advantage | FM better "
         "| FM window | alone window | advantage window | FM better days |",

@@ -50,6 +50,10 @@ def test_bench_teacher_tiny(spark, tmp_path: Path) -> None:
         s["window"]["ne_advantage_mean"] > 0 for s in alone.values()
     )
     assert report["fm_vs_alone"]["alone_learning_rate"] == report["setup"]["train_config"]["learning_rate"]
+    assert (
+        report["fm_vs_alone"]["alone_embedding_learning_rate"]
+        == report["setup"]["train_config"]["embedding_learning_rate"]
+    )
 
     frozen = report["continual_vs_frozen"]["slices"]
     assert set(frozen) == {"overall", *SURFACES}
