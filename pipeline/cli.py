@@ -183,9 +183,8 @@ def services_up(settings: Settings, home: str, airflow_port: int, mlflow_port: i
     print(f"MLflow   {running.mlflow_url}")
     print(f"The login is in {running.credentials}; logs in {config.home.resolve() / 'service-logs'}.")
     print(
-        "distillery_daily is unpaused"
-        + ("." if schedule else "; only backfills and manual runs run.")
-        + " distillery_report is unpaused: it runs after each day of distillery_daily."
+        "distillery_daily and distillery_report (scheduled on the daily DAG's Assets) are unpaused"
+        + ("." if schedule else "; only backfills and manual runs run (its Asset events wait).")
     )
     print("Stop with `distillery down`.")
 
