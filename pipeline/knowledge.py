@@ -143,11 +143,18 @@ def resolve_teacher(
     return ResolvedTeacher(ref, trained_through)
 
 
-def _outputs_function(payload: Broadcast, teacher: TeacherIdentity, batch_size: int) -> delta.BatchTransform:
-    """Examples batches -> teacher_outputs batches, in a Python worker (the writer's transform)."""
+def outputs_transform(
+    spark: SparkSession, teacher: ResolvedTeacher, model: GemFM, batch_size: int
+) -> tuple[delta.BatchTransform, Broadcast]:
+    """The forward pass as a writer's batch transform, and the broadcast weights to destroy after use.
+
+    The transform maps examples batches to teacher_outputs batches in a Python worker.
+    """
+    payload = spark.sparkContext.broadcast({"config": model.config.to_dict(), "state": state_to_bytes(model)})
+    identity = teacher.identity
     # Keyed by a token of this job too: Python workers outlive jobs, and another lake's
     # registry (a test, a benchmark) may hold a different model under the same name and version.
-    key = (teacher.name, teacher.version, uuid.uuid4().hex)
+    key = (identity.name, identity.version, uuid.uuid4().hex)
 
     def outputs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import torch
@@ -156,19 +163,12 @@ def _outputs_function(payload: Broadcast, teacher: TeacherIdentity, batch_size: 
 
         # Spark runs one task per core: a torch thread pool per worker would oversubscribe them.
         torch.set_num_threads(1)
-        model = knowledge.cached_model(key, lambda: (payload.value["config"], payload.value["state"]))
+        # Built from the broadcast: the closure carries the payload, key and identity, never `model`.
+        built = knowledge.cached_model(key, lambda: (payload.value["config"], payload.value["state"]))
         for batch in batches:
-            yield knowledge.teacher_outputs(model, batch, teacher, batch_size)
+            yield knowledge.teacher_outputs(built, batch, identity, batch_size)
 
-    return outputs
-
-
-def outputs_transform(
-    spark: SparkSession, teacher: ResolvedTeacher, model: GemFM, batch_size: int
-) -> tuple[delta.BatchTransform, Broadcast]:
-    """The forward pass as a writer's batch transform, and the broadcast weights to destroy after use."""
-    payload = spark.sparkContext.broadcast({"config": model.config.to_dict(), "state": state_to_bytes(model)})
-    return _outputs_function(payload, teacher.identity, batch_size), payload
+    return outputs, payload
 
 
 def commit_outputs(

@@ -421,8 +421,8 @@ def test_each_day_reports_and_the_report_dag_has_its_asset_events_queued(backfil
     # `--no-schedule` holds the scheduler's own runs (clock and Assets alike) until a restart with it.
     queued = client._call("GET", f"/api/v2/dags/{REPORT_DAG_ID}/assets/queuedEvents")["queued_events"]
     uris = {client._call("GET", f"/api/v2/assets/{event['asset_id']}")["uri"] for event in queued}
-    wanted = {table_asset(settings, "examples"), table_asset(settings, "teacher_outputs")}
-    assert uris == {asset.uri for asset in (*wanted, daily_report_asset(settings))}
+    assets = (table_asset(settings, "examples"), table_asset(settings, "teacher_outputs"))
+    assert uris == {asset.uri for asset in (*assets, daily_report_asset(settings))}
     assert client._call("GET", f"/api/v2/dags/{REPORT_DAG_ID}/dagRuns")["dag_runs"] == []
 
 
