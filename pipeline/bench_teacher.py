@@ -6,7 +6,10 @@ is the test day). On it:
 1. the FM (`fm_size`), trained continually by `train_fm` on every surface, against
    one small model (`alone_size`, the same code) per surface trained continually on
    that surface's rows only (same days, TrainConfig and seed), on that surface's
-   rows of the test day;
+   rows of every progressive day of the window (each model trained through the day
+   before): the claim is on the window's mean NE, about five test days of rows, since
+   one day's surface slice moves by as much as the advantage; the test day alone is
+   reported beside it;
 2. the continual FM against the FM frozen after day 1, on the test day;
 3. the wall seconds of each day's `train_fm` (after one warm-up pass of a few batches);
 4. training examples/s and model FLOP utilisation (MFU) per size in `mfu_sizes`,
@@ -177,8 +180,8 @@ def fm_versus_alone(
     """Click NE per surface: the FM against the surface's model trained alone, on the test day and by day.
 
     `fm_by_day` holds the FM's progressive metrics (trained through the day before
-    each measured day, the last being the test day); the claim is on the test day,
-    the window of progressive days shows how much one day's NE moves.
+    each measured day, the last being the test day). The claim (`holds`) is on the
+    mean over the window's progressive days; `holds_on_test_day` on the test day alone.
     """
     from pipeline.fm_data import labelled_day
 
@@ -201,8 +204,8 @@ def fm_versus_alone(
         "alone_learning_rate": train.learning_rate,
         "alone_embedding_learning_rate": train.embedding_learning_rate,
         "surfaces": surfaces,
-        "holds": all(s["fm_beats_alone"] for s in surfaces.values()),
-        "holds_on_window_mean": all(s["window"]["ne_advantage_mean"] > 0 for s in surfaces.values()),
+        "holds": all(s["window"]["ne_advantage_mean"] > 0 for s in surfaces.values()),
+        "holds_on_test_day": all(s["fm_beats_alone"] for s in surfaces.values()),
     }
 
 
@@ -376,7 +379,7 @@ def run_teacher_benchmark(
         }
     report["claims"] = {
         "fm_beats_alone_on_every_surface": report["fm_vs_alone"]["holds"],
-        "fm_beats_alone_on_window_mean": report["fm_vs_alone"]["holds_on_window_mean"],
+        "fm_beats_alone_on_test_day": report["fm_vs_alone"]["holds_on_test_day"],
         "continual_beats_frozen": report["continual_vs_frozen"]["holds"],
         "training_time_flat": report["training_time"]["holds"],
     }

@@ -22,14 +22,15 @@ def _alone_section(section: dict[str, Any]) -> list[str]:
     days = next(iter(section["surfaces"].values()))["window"]["days"]
     return [
         f"## 1. FM against a `{section['alone_size']}` model trained alone on each surface "
-        f"(holds: {section['holds']}; on the window's mean: {section['holds_on_window_mean']})",
+        f"(holds on the window's mean: {section['holds']}; "
+        f"on the test day alone: {section['holds_on_test_day']})",
         "",
-        "Click NE on each surface's rows (lower is better); advantage = alone - FM. Test day: the claim. "
-        f"Window: progressive validation on {days[0]} .. {days[-1]} (each model trained through the day "
-        "before), mean over the days, the advantage's spread across days (std), and on how many days "
-        f"the FM was better: how far one day's NE moves. The alone model trains at its size's learning "
-        f"rate ({section['alone_learning_rate']:g}; its embedding tables at "
-        f"{section['alone_embedding_learning_rate']:g}, as the FM's).",
+        "Click NE on each surface's rows (lower is better); advantage = alone - FM. "
+        f"Window (the claim): progressive validation on {days[0]} .. {days[-1]} (each model trained "
+        "through the day before), mean over the days, the advantage's spread across days (std), and on "
+        "how many days the FM was better; the test day alone shows how far one day's NE moves. "
+        f"The alone model trains at its size's learning rate ({section['alone_learning_rate']:g}; "
+        f"its embedding tables at {section['alone_embedding_learning_rate']:g}, as the FM's).",
         "",
         "| surface | FM | alone | advantage | FM better "
         "| FM window | alone window | advantage window | FM better days |",
