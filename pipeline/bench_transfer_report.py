@@ -24,38 +24,47 @@ def _finite(*values: float) -> bool:
 
 
 def full_versus_kd(methods: dict[str, Any]) -> dict[str, Any]:
-    """GEM's claim: the full method's transfer ratio is at least 2x standard KD's."""
+    """GEM's claim: the full method's transfer ratio is at least 2x standard KD's.
+
+    A factor over a KD ratio within twice its seeds' spread of zero says nothing (any
+    positive full ratio would "hold"), so there the claim is refused, with the reason.
+    """
     if not {"full", "kd"} <= methods.keys():
         return {"holds": None, "why": "needs methods full and kd"}
     full, kd = methods["full"]["transfer_ratio"], methods["kd"]["transfer_ratio"]
+    kd_std = methods["kd"].get("transfer_ratio_std", 0.0)
+    verdict = {"full": full, "kd": kd, "kd_std": kd_std, "target": FULL_OVER_KD_TARGET}
+    if _finite(kd, kd_std) and kd > 0 and kd <= 2 * kd_std:
+        note = f"kd's ratio {kd:.3f} is within twice its seeds' spread ({kd_std:.3f}) of zero: no factor"
+        return {**verdict, "factor": math.nan, "holds": False, "note": note}
     factor = full / kd if _finite(full, kd) and kd > 0 else math.nan
-    return {
-        "full": full,
-        "kd": kd,
-        "factor": factor,
-        "target": FULL_OVER_KD_TARGET,
-        "holds": bool(_finite(factor) and factor >= FULL_OVER_KD_TARGET),
-    }
+    return {**verdict, "factor": factor, "holds": bool(_finite(factor) and factor >= FULL_OVER_KD_TARGET)}
 
 
 def adapter_recovery(staleness: dict[str, Any], stale: int = 2) -> dict[str, Any]:
     """ExFM's claim: the adapter recovers at least half of the NE a `stale`-day-old teacher costs.
 
-    Lost = NE_aux_head(k) - NE_aux_head(0); recovered = NE_aux_head(k) - NE_adapter(k).
+    Lost = NE_aux_head(k) - NE_aux_head(0); recovered = NE_aux_head(k) - NE_adapter(k). A loss
+    within twice the seeds' spread of the aux head's NE is noise: nothing measurable to recover.
     """
     k = str(stale)
     if "0" not in staleness or k not in staleness or not {"aux_head", "adapter"} <= staleness["0"].keys():
         return {"holds": None, "why": f"needs staleness 0 and {stale}, methods aux_head and adapter"}
-    lost = staleness[k]["aux_head"]["ne"] - staleness["0"]["aux_head"]["ne"]
-    recovered = staleness[k]["aux_head"]["ne"] - staleness[k]["adapter"]["ne"]
-    share = recovered / lost if _finite(lost, recovered) and lost > 0 else math.nan
+    fresh, old = staleness["0"]["aux_head"], staleness[k]["aux_head"]
+    lost = old["ne"] - fresh["ne"]
+    noise = 2 * max(fresh.get("ne_std", 0.0), old.get("ne_std", 0.0))
+    recovered = old["ne"] - staleness[k]["adapter"]["ne"]
+    measurable = _finite(lost, noise) and lost > noise
+    share = recovered / lost if measurable and _finite(recovered) else math.nan
+    note = f"the stale teacher's NE cost {lost:.4f} is within twice the seeds' spread ({noise:.4f})"
     return {
         "stale_days": stale,
         "ne_lost": lost,
+        "noise": noise,
         "ne_recovered": recovered,
         "share": share,
         "holds": bool(_finite(share) and share >= 0.5),
-        "note": "" if lost > 0 else "the stale teacher cost no NE here: nothing to recover",
+        "note": "" if measurable else f"{note}: nothing to recover",
     }
 
 

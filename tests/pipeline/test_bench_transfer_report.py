@@ -28,6 +28,14 @@ def test_full_versus_kd() -> None:
     assert full_versus_kd({"kd": {"transfer_ratio": 0.1}})["holds"] is None
 
 
+def test_full_versus_kd_refuses_a_factor_over_a_kd_ratio_within_noise_of_zero() -> None:
+    methods = {"kd": {"transfer_ratio": 0.01, "transfer_ratio_std": 0.17}, "full": {"transfer_ratio": 0.18}}
+    verdict = full_versus_kd(methods)
+    assert verdict["holds"] is False and math.isnan(verdict["factor"]) and "spread" in verdict["note"]
+    methods["kd"]["transfer_ratio_std"] = 0.004
+    assert full_versus_kd(methods)["holds"] is True, "a KD ratio clear of its spread keeps the factor (18)"
+
+
 def _staleness(aux0: float, aux2: float, adapter2: float) -> dict:
     return {
         "0": {"aux_head": {"ne": aux0}, "adapter": {"ne": aux0}},
@@ -41,6 +49,10 @@ def test_adapter_recovery() -> None:
     assert verdict["holds"] is False and abs(verdict["share"] - 0.25) < 1e-9
     assert adapter_recovery(_staleness(0.80, 0.79, 0.79))["holds"] is False, "nothing lost: not shown"
     assert adapter_recovery({"0": {}})["holds"] is None
+    noisy = _staleness(0.80, 0.84, 0.81)
+    noisy["2"]["aux_head"]["ne_std"] = 0.03
+    verdict = adapter_recovery(noisy)
+    assert verdict["holds"] is False and math.isnan(verdict["share"]), "a loss within 2x spread is noise"
 
 
 def test_aux_head_calibration() -> None:
