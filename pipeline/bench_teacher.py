@@ -47,6 +47,7 @@ WARM_UP_BATCHES = 4
 MATMUL_N, MATMUL_REPEATS = 2048, 7
 MFU_EXAMPLES = 4_096  # the first rows of day 1: the same fixed set for every size
 TRAIN_FLOPS_PER_FORWARD = 3.0  # forward + backward (~2x forward: grads of inputs and weights)
+BENCH_DAYS = 14  # 13 training days: a window of 11 progressive test days per surface
 PROGRESSIVE_WARM_DAYS = 2  # measured days left out of the window: models that saw under 3 days
 
 
@@ -334,7 +335,7 @@ def _evaluate_checkpoints(settings: Settings, train_days: list[str], test_day: s
 
 def run_teacher_benchmark(
     settings: Settings,
-    days: int = 8,
+    days: int = BENCH_DAYS,
     events_per_day: int = 20_000,
     fm_size: str = "base",
     alone_size: str = "tiny",

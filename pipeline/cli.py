@@ -338,11 +338,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         run_knowledge_benchmark(settings, examples=args.examples, out_dir=args.out)
     if args.command == "bench" and args.suite == "teacher":
-        from pipeline.bench_teacher import run_teacher_benchmark
+        from pipeline.bench_teacher import BENCH_DAYS, run_teacher_benchmark
 
         run_teacher_benchmark(
             settings,
-            days=args.days or 8,
+            days=args.days or BENCH_DAYS,
             events_per_day=settings.events_per_day,
             fm_size=settings.fm_size,
             out_dir=args.out,

@@ -93,7 +93,7 @@ def test_cli_bench_teacher_defaults() -> None:
     from pipeline.cli import build_parser
 
     args = build_parser().parse_args(["bench", "teacher"])
-    assert (args.suite, args.days, args.out) == ("teacher", None, "reports")  # None: the suite's own (8)
+    assert (args.suite, args.days, args.out) == ("teacher", None, "reports")  # None: the suite's own (14)
     args = build_parser().parse_args(
         ["bench", "transfer", "--quick", "--methods", "alone", "kd", "--days", "5"]
     )
