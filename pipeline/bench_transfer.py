@@ -107,6 +107,7 @@ class Measured:
 
     students: dict[tuple[int, int, str, str], dict[str, float]] = field(default_factory=dict)
     teacher: dict[str, dict[str, float]] = field(default_factory=dict)
+    domain_teacher: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)  # fresh, per seed
     seconds: dict[str, float] = field(default_factory=dict)
     ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
 
@@ -193,8 +194,10 @@ def train_and_measure_vm(
     return _slice_metrics(evaluate_student(student, rows), spec.surfaces[0])
 
 
-def teacher_metrics(settings: Settings, surface: str, test_day: str) -> dict[str, float]:
-    """Click metrics of `gem-fm`'s logged logits on `surface` of `test_day` (the current knowledge)."""
+def teacher_metrics(
+    settings: Settings, surface: str, test_day: str, teacher: str = FM_NAME
+) -> dict[str, float]:
+    """Click metrics of `teacher`'s logged logits on `surface` of `test_day` (the current knowledge)."""
     import torch
 
     from pipeline.metrics import SliceEvaluator
@@ -202,7 +205,7 @@ def teacher_metrics(settings: Settings, surface: str, test_day: str) -> dict[str
     from pipeline.train_fm import labels_and_mask
     from pipeline.train_student import TASKS
 
-    spec = vertical_model(surface, "direct")
+    spec = dataclasses.replace(vertical_model(surface, "direct"), teacher=teacher)
     table = student_evaluation_rows(settings, spec, test_day, TASKS).table
     logits = torch.stack([torch.tensor(table[f"teacher_logit_{t}"].to_numpy()) for t in TASKS], dim=1)
     labels, mask = labels_and_mask(table, TASKS)
@@ -263,6 +266,12 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
             tag = f"s{seed}.k{delay}"
             needed = sorted({SURFACE_DOMAINS[s] for s in cfg.surfaces}) if "full" in cfg.methods else []
             domains = train_domain_fms(settings, days, needed, tag, train, spark)
+            if delay == 0 and domains:
+                for surface in cfg.surfaces:
+                    teacher = domains[SURFACE_DOMAINS[surface]].name
+                    measured.domain_teacher[seed, surface] = teacher_metrics(
+                        settings, surface, test_day, teacher
+                    )
             for surface in cfg.surfaces:
                 for method in cfg.methods:
                     spec = _variant(vertical_model(surface, "direct"), f"{method}.{tag}")
@@ -303,20 +312,26 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
+def _ratio_to_alone(
+    measured: Measured, cfg: TransferBenchConfig, seed: int, surface: str, model: dict[str, float]
+) -> float:
+    """`model`'s transfer ratio on `surface`: against the same seed's VM alone (fresh teacher) and gem-fm."""
+    alone = measured.students[seed, 0, "alone", surface]["ne"] if "alone" in cfg.methods else math.nan
+    return transfer_ratio(alone, model["ne"], measured.teacher[surface]["ne"])
+
+
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     """Per method (fresh teacher): mean over surfaces and seeds, the seeds' spread; per staleness."""
 
     def per_seed(delay: int, method: str, metric: str, surfaces: tuple[str, ...]) -> list[float]:
         return [_mean([measured.students[s, delay, method, v][metric] for v in surfaces]) for s in cfg.seeds]
 
-    def ratio(seed: int, delay: int, method: str, surface: str) -> float:
-        alone = measured.students[seed, delay, "alone", surface]["ne"] if "alone" in cfg.methods else math.nan
-        student = measured.students[seed, delay, method, surface]["ne"]
-        return transfer_ratio(alone, student, measured.teacher[surface]["ne"])
+    def ratio(seed: int, method: str, surface: str) -> float:
+        return _ratio_to_alone(measured, cfg, seed, surface, measured.students[seed, 0, method, surface])
 
     methods: dict[str, Any] = {}
     for method in cfg.methods:
-        ratios = [_mean([ratio(s, 0, method, v) for v in cfg.surfaces]) for s in cfg.seeds]
+        ratios = [_mean([ratio(s, method, v) for v in cfg.surfaces]) for s in cfg.seeds]
         entry = {m: _mean(per_seed(0, method, m, cfg.surfaces)) for m in METRICS}
         entry |= {
             "ne_std": _std(per_seed(0, method, "ne", cfg.surfaces)),
@@ -324,7 +339,7 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
             "transfer_ratio_std": _std(ratios),
             "vms": {
                 v: {m: _mean([measured.students[s, 0, method, v][m] for s in cfg.seeds]) for m in METRICS}
-                | {"transfer_ratio": _mean([ratio(s, 0, method, v) for s in cfg.seeds])}
+                | {"transfer_ratio": _mean([ratio(s, method, v) for s in cfg.seeds])}
                 for v in cfg.surfaces
             },
         }
@@ -341,7 +356,28 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
         for k in cfg.staleness
     }
     teacher = {m: _mean([measured.teacher[v][m] for v in cfg.surfaces]) for m in METRICS}
-    return {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
+    summary = {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
+    if measured.domain_teacher:
+        summary["domain_teacher"] = _domain_teacher(measured, cfg)
+    return summary
+
+
+def _domain_teacher(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
+    """The hierarchy's first hop: the fresh domain FMs' logged knowledge on each VM's slice, and the
+    share of gem-fm's advantage over the VM alone it kept (a transfer ratio, per seed's alone)."""
+
+    def per_seed(metric: str) -> list[float]:
+        return [_mean([measured.domain_teacher[s, v][metric] for v in cfg.surfaces]) for s in cfg.seeds]
+
+    ratios = [
+        _mean([_ratio_to_alone(measured, cfg, s, v, measured.domain_teacher[s, v]) for v in cfg.surfaces])
+        for s in cfg.seeds
+    ]
+    return {m: _mean(per_seed(m)) for m in METRICS} | {
+        "ne_std": _std(per_seed("ne")),
+        "transfer_ratio": _mean(ratios),
+        "transfer_ratio_std": _std(ratios),
+    }
 
 
 def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> Settings:

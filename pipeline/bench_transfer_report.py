@@ -118,7 +118,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{len(setup['days_list'])} days ({_day_size(name, setup)}), gem-fm `{setup['fm_size']}`, "
             f"seeds {setup['seeds']}; VMs train on {setup['student_days'][0]}..{setup['student_days'][-1]}, "
             f"test day {setup['days_list'][-1]}. Teacher (gem-fm, fresh) click NE on the VMs' slices: "
-            f"{data['teacher']['ne']:.4f}.",
+            f"{data['teacher']['ne']:.4f}.{_first_hop(data)}",
             "",
             "| method | NE | ± (seeds) | AUC | calibration | transfer ratio | vs alone |",
             "|---|---|---|---|---|---|---|",
@@ -148,6 +148,18 @@ def markdown(report: dict[str, Any]) -> str:
     for model, facts in report["models"].items():
         lines.append(f"| {model} | {facts['parameters']:,} | {facts['flops_per_example']:,.0f} |")
     return "\n".join(lines)
+
+
+def _first_hop(data: dict[str, Any]) -> str:
+    """The domain FMs' knowledge on the same slices: how much of gem-fm's advantage the first hop keeps."""
+    if "domain_teacher" not in data:
+        return ""
+    hop = data["domain_teacher"]
+    return (
+        f" Domain FMs (fresh, the full method's teachers) on the same slices: {hop['ne']:.4f} "
+        f"± {hop['ne_std']:.4f}, transfer ratio {_fmt(hop['transfer_ratio'])} "
+        f"± {_fmt(hop['transfer_ratio_std'])} (the share of gem-fm's advantage over alone they keep)."
+    )
 
 
 def _day_size(dataset: str, setup: dict[str, Any]) -> str:

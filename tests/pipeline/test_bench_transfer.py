@@ -39,6 +39,7 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
         assert set(synthetic["staleness"][str(k)]) == set(METHOD_NAMES)
         assert all("ne" in v for v in synthetic["staleness"][str(k)].values())
     assert {"gem-fm", "domain-fm", "vm (alone)", "vm (full)"} <= set(report["models"])
+    assert synthetic["domain_teacher"]["ne"] is not None, "the hierarchy's first hop is measured"
     bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
     assert not bad, f"non-finite numbers: {bad}"  # undefined ratios are written as null
     assert set(report["datasets"]) == {"synthetic", "movielens"}
