@@ -197,8 +197,10 @@ class TorchModule(mlflow.pyfunc.PythonModel):
             return self._predictor(self.module, model_input)
 
 
-def load_torch_module(model_uri: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The raw `nn.Module` (eval mode) and its config dict behind `model_uri` (models:/...)."""
+def load_torch_module(settings: Settings, model_uri: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The raw `nn.Module` (eval mode) and its config dict behind `model_uri` (models:/...) in the
+    registry of `settings`, whatever store MLflow pointed at before (a fresh process: its default)."""
+    configure_mlflow(settings)
     wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     if not isinstance(wrapper, TorchModule) or wrapper.module is None:
         raise TypeError(f"{model_uri} is not a TorchModule pyfunc")

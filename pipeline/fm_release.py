@@ -73,13 +73,13 @@ def gate_fm(settings: Settings, ds: str, config: GateConfig) -> dict[str, Any]:
             "reasons": [f"no {FM_NAME} trained through {trained_through}"],
         }
     examples_uri = settings.table_uri("examples")
-    module, _ = registry.load_torch_module(candidate.uri)
+    module, _ = registry.load_torch_module(settings, candidate.uri)
     metrics = evaluate_on_day(module, trained_through, examples_uri, ds)
     registry.log_run_metrics(settings, candidate, metrics)
     current = registry.champion(settings, FM_NAME)
     champion_metrics = None
     if current is not None and current.version != candidate.version:
-        champion_module, _ = registry.load_torch_module(current.uri)
+        champion_module, _ = registry.load_torch_module(settings, current.uri)
         champion_through = registry.version_tags(settings, current)["trained_through"]
         champion_metrics = evaluate_on_day(champion_module, champion_through, examples_uri, ds)
     verdict = promote_if_blessed(settings, candidate, metrics, config, champion_metrics)

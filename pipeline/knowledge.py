@@ -242,7 +242,7 @@ def generate_teacher_knowledge(
     if ds not in delta.partition_row_counts(examples_uri):
         raise MissingExamplesError(f"no examples for {ds} in {examples_uri}: build them first")
     expected = _row_count(examples_uri, ds, surfaces)
-    module, _ = registry.load_torch_module(teacher.ref.uri)
+    module, _ = registry.load_torch_module(settings, teacher.ref.uri)
     model = teacher_backbone(module)
     spark = spark or get_spark(settings)
     examples = delta.read_spark_partition(spark, examples_uri, ds, EXAMPLES_SCHEMA)

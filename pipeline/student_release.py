@@ -50,7 +50,7 @@ def evaluate_student(student: Student, rows: StudentRows) -> dict[str, float]:
 
 
 def _student_module(settings: Settings, ref: registry.ModelRef) -> Student:
-    module, _ = registry.load_torch_module(ref.uri)
+    module, _ = registry.load_torch_module(settings, ref.uri)
     if not isinstance(module, Student):
         raise TypeError(f"{ref.uri} is not a student model")
     return module

@@ -101,7 +101,7 @@ def teacher_backbone(module: torch.nn.Module) -> GemFM:
 
 def load_teacher(settings: Settings, name: str, version: int) -> GemFM:
     """The registered teacher version's `GemFM` (eval mode)."""
-    module, _ = registry.load_torch_module(f"models:/{name}/{version}")
+    module, _ = registry.load_torch_module(settings, f"models:/{name}/{version}")
     return teacher_backbone(module)
 
 

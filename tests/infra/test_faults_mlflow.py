@@ -128,5 +128,5 @@ def test_registry_steps_fail_fast_while_the_server_is_down_and_succeed_after(
     assert registered["version"] == 2
     assert register_fm(settings, D2) == registered, "a re-run finds the version, no duplicate"
     assert [ref.version for ref in registry.find_versions(settings, "gem-fm", {})] == [2, 1]
-    module, _ = registry.load_torch_module(registered["model_uri"])
+    module, _ = registry.load_torch_module(settings, registered["model_uri"])
     assert all(isinstance(t, torch.Tensor) for t in module.state_dict().values())

@@ -88,7 +88,10 @@ def test_champion_round_trip_predicts_identically(registry_models: ModuleType, s
     assert served.dtype == expected.dtype
     assert np.abs(served - expected).max() == 0.0
 
-    loaded, config = registry.load_torch_module(ref.uri)
+    elsewhere = f"sqlite:///{Path(settings.lake) / 'elsewhere.db'}"  # a fresh process's default, say
+    mlflow.set_tracking_uri(elsewhere)
+    mlflow.set_registry_uri(elsewhere)
+    loaded, config = registry.load_torch_module(settings, ref.uri)  # reads the store of `settings`
     assert config == {"n_features": 3, "seed": 0}
     assert not loaded.training
     reference = module.state_dict()

@@ -190,7 +190,7 @@ def test_fm_reruns_give_the_uninterrupted_weights_and_one_version_per_day(
     assert fm_chain["versions after the kill"] == [2], "a version is complete (tagged) once it exists"
     assert versions(settings, "gem-fm", D1) == [1] and versions(settings, "gem-fm", D2) == [2]
     rerun = {ds: load_checkpoint(checkpoint_uri(settings.lake, "gem-fm", ds))["model"] for ds in (D1, D2)}
-    module, _ = registry.load_torch_module("models:/gem-fm/2")
+    module, _ = registry.load_torch_module(settings, "models:/gem-fm/2")
     assert_same_weights(module.state_dict(), rerun[D2])
     for ds in (D1, D2):  # an uninterrupted run of each day, in this process
         uninterrupted = train_fm(settings, ds, FMTrainingConfig.from_settings(settings))
@@ -200,7 +200,7 @@ def test_fm_reruns_give_the_uninterrupted_weights_and_one_version_per_day(
 
 def write_fm_knowledge(settings: Settings, ds: str) -> None:
     """gem-fm v1's teacher_outputs of `ds`, computed in this process (the Spark job's pure core)."""
-    module, _ = registry.load_torch_module("models:/gem-fm/1")
+    module, _ = registry.load_torch_module(settings, "models:/gem-fm/1")
     examples = delta.read_partition(settings.table_uri("examples"), ds)
     outputs = teacher_outputs(module, examples, TeacherIdentity("gem-fm", 1, D1), 512)
     write_deltalake(

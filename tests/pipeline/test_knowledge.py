@@ -118,7 +118,7 @@ def test_outputs_equal_a_pytorch_forward_and_a_rerun_changes_nothing(spark, sett
     assert {(r["teacher_version"], r["teacher_trained_through"]) for r in before} == {(1, D1)}
 
     # Parity: every row against an in-process forward of the same registered model.
-    model, _ = registry.load_torch_module(first["model_uri"])
+    model, _ = registry.load_torch_module(settings, first["model_uri"])
     examples = examples.sort_by("example_id")
     with torch.no_grad():
         features = table_to_features(examples, model.config)
@@ -143,7 +143,7 @@ def test_corrupted_outputs_are_never_committed(spark, settings: Settings) -> Non
     generate_teacher_knowledge(settings, FM, D3, CONFIG, version=2, spark=spark)
     uri = settings.table_uri("teacher_outputs")
     teacher = resolve_teacher(settings, FM, D3, version=2)
-    model, _ = registry.load_torch_module(teacher.ref.uri)
+    model, _ = registry.load_torch_module(settings, teacher.ref.uri)
     examples = delta.read_spark_partition(spark, settings.table_uri("examples"), D3, EXAMPLES_SCHEMA)
     transform, payload = outputs_transform(spark, teacher, model, CONFIG.batch_size)
     first_id = sorted(r["example_id"] for r in partition_rows(settings, D3))[0]
