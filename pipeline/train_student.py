@@ -50,8 +50,10 @@ from teacher.train import TrainConfig
 
 # Domain FMs are teachers in their turn: the same Spark job runs them over examples
 # alone, so they take no representation inputs (those would need their teacher at
-# inference). They learn through the auxiliary head, an adapter and gem-fm's tables.
-DOMAIN_TRANSFER = TransferConfig(aux_head=True, adapter="logit", share=("embeddings",), share_frozen=False)
+# inference). They learn through the auxiliary head, an adapter and gem-fm's tables,
+# refreshed from each day's gem-fm: a table taken once on the domain FM's first day keeps
+# only what gem-fm knew then, and what transfers here is mostly what gem-fm learns of ids.
+DOMAIN_TRANSFER = TransferConfig(aux_head=True, adapter="logit", share=("embeddings",), share_frozen=True)
 TASKS: tuple[str, ...] = ("click", "conversion")  # the tasks every model of the hierarchy predicts
 
 

@@ -13,8 +13,10 @@ import dataclasses
 import mlflow
 import pyarrow.compute as pc
 import pytest
+import torch
 
 from infra import delta, registry
+from infra.checkpoints import checkpoint_uri
 from infra.settings import Settings
 from infra.sources.synthetic import SyntheticWorld, WorldConfig
 from pipeline.fm_release import gate_fm, register_fm
@@ -25,7 +27,7 @@ from pipeline.lineage import LineageError, format_lineage, walk_lineage
 from pipeline.student_data import MissingKnowledgeError, student_training_rows
 from pipeline.student_release import distill_student, gate_student, register_student
 from pipeline.train_fm import FMTrainingConfig, train_fm
-from pipeline.train_student import DistillConfig, train_student
+from pipeline.train_student import DistillConfig, load_student, load_teacher, train_student
 from teacher.train import TrainConfig
 
 D1, D2, D3, D4 = "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"
@@ -165,3 +167,16 @@ def test_the_lineage_command_prints_the_chain(
         main(["lineage", "models:/vm-facebook_feed/99"])
     with pytest.raises(SystemExit, match="expected models:/"):
         main(["lineage", "vm-facebook_feed"])
+
+
+def test_the_domain_fm_refreshes_gem_fms_id_tables_each_day(settings: Settings, chain: dict) -> None:
+    for ds in (D2, D3):
+        teacher = chain[f"domain {ds}"]["registered"]["teacher"]  # gem-fm/<version> it learned from on ds
+        name, version = teacher.split("/")
+        gem = load_teacher(settings, name, int(version)).embeddings.tables.state_dict()
+        student, _ = load_student(checkpoint_uri(settings.lake, "domain-fm-facebook", ds))
+        mine = student.backbone.embeddings.tables.state_dict()
+        assert mine.keys() == gem.keys()
+        assert all(torch.equal(mine[k], gem[k]) for k in gem), f"{ds}: the tables of {teacher}, frozen"
+    first, second = (chain[f"domain {ds}"]["registered"]["teacher"] for ds in (D2, D3))
+    assert first != second, "D3 learned from a newer gem-fm, whose tables replaced D2's"
