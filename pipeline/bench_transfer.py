@@ -26,6 +26,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,36 +321,54 @@ def _ratio_to_alone(
     return transfer_ratio(alone, model["ne"], measured.teacher[surface]["ne"])
 
 
+def _over_seeds(
+    measured: Measured, cfg: TransferBenchConfig, model: Callable[[int, str], dict[str, float]]
+) -> dict[str, float]:
+    """A model's test-day metrics (`model(seed, surface)`): each seed's mean over the surfaces, then
+    the mean and spread over seeds, with its transfer ratio against the same seed's VM alone."""
+
+    def per_seed(value: Callable[[int, str], float]) -> list[float]:
+        return [_mean([value(s, v) for v in cfg.surfaces]) for s in cfg.seeds]
+
+    ratios = per_seed(lambda s, v: _ratio_to_alone(measured, cfg, s, v, model(s, v)))
+    return {m: _mean(per_seed(lambda s, v, m=m: model(s, v)[m])) for m in METRICS} | {
+        "ne_std": _std(per_seed(lambda s, v: model(s, v)["ne"])),
+        "transfer_ratio": _mean(ratios),
+        "transfer_ratio_std": _std(ratios),
+    }
+
+
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
-    """Per method (fresh teacher): mean over surfaces and seeds, the seeds' spread; per staleness."""
+    """Per method (fresh teacher): mean over surfaces and seeds, the seeds' spread; per staleness; and
+    the hierarchy's first hop (`domain_teacher`: the fresh domain FMs' logged knowledge on each VM's
+    slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained."""
 
-    def per_seed(delay: int, method: str, metric: str, surfaces: tuple[str, ...]) -> list[float]:
-        return [_mean([measured.students[s, delay, method, v][metric] for v in surfaces]) for s in cfg.seeds]
+    def per_seed(delay: int, method: str, metric: str) -> list[float]:
+        students = measured.students
+        return [_mean([students[s, delay, method, v][metric] for v in cfg.surfaces]) for s in cfg.seeds]
 
-    def ratio(seed: int, method: str, surface: str) -> float:
-        return _ratio_to_alone(measured, cfg, seed, surface, measured.students[seed, 0, method, surface])
+    def student(method: str) -> Callable[[int, str], dict[str, float]]:
+        return lambda seed, surface: measured.students[seed, 0, method, surface]
 
     methods: dict[str, Any] = {}
     for method in cfg.methods:
-        ratios = [_mean([ratio(s, method, v) for v in cfg.surfaces]) for s in cfg.seeds]
-        entry = {m: _mean(per_seed(0, method, m, cfg.surfaces)) for m in METRICS}
-        entry |= {
-            "ne_std": _std(per_seed(0, method, "ne", cfg.surfaces)),
-            "transfer_ratio": _mean(ratios),
-            "transfer_ratio_std": _std(ratios),
-            "vms": {
-                v: {m: _mean([measured.students[s, 0, method, v][m] for s in cfg.seeds]) for m in METRICS}
-                | {"transfer_ratio": _mean([ratio(s, method, v) for s in cfg.seeds])}
-                for v in cfg.surfaces
-            },
+        model = student(method)
+        vms = {
+            v: {m: _mean([model(s, v)[m] for s in cfg.seeds]) for m in METRICS}
+            | {
+                "transfer_ratio": _mean(
+                    [_ratio_to_alone(measured, cfg, s, v, model(s, v)) for s in cfg.seeds]
+                )
+            }
+            for v in cfg.surfaces
         }
-        methods[method] = entry
+        methods[method] = _over_seeds(measured, cfg, model) | {"vms": vms}
     staleness = {
         str(k): {
             method: {
-                "ne": _mean(per_seed(k, method, "ne", cfg.surfaces)),
-                "ne_std": _std(per_seed(k, method, "ne", cfg.surfaces)),
-                "calibration": _mean(per_seed(k, method, "calibration", cfg.surfaces)),
+                "ne": _mean(per_seed(k, method, "ne")),
+                "ne_std": _std(per_seed(k, method, "ne")),
+                "calibration": _mean(per_seed(k, method, "calibration")),
             }
             for method in cfg.methods
         }
@@ -358,26 +377,8 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     teacher = {m: _mean([measured.teacher[v][m] for v in cfg.surfaces]) for m in METRICS}
     summary = {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
     if measured.domain_teacher:
-        summary["domain_teacher"] = _domain_teacher(measured, cfg)
+        summary["domain_teacher"] = _over_seeds(measured, cfg, lambda s, v: measured.domain_teacher[s, v])
     return summary
-
-
-def _domain_teacher(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
-    """The hierarchy's first hop: the fresh domain FMs' logged knowledge on each VM's slice, and the
-    share of gem-fm's advantage over the VM alone it kept (a transfer ratio, per seed's alone)."""
-
-    def per_seed(metric: str) -> list[float]:
-        return [_mean([measured.domain_teacher[s, v][metric] for v in cfg.surfaces]) for s in cfg.seeds]
-
-    ratios = [
-        _mean([_ratio_to_alone(measured, cfg, s, v, measured.domain_teacher[s, v]) for v in cfg.surfaces])
-        for s in cfg.seeds
-    ]
-    return {m: _mean(per_seed(m)) for m in METRICS} | {
-        "ne_std": _std(per_seed("ne")),
-        "transfer_ratio": _mean(ratios),
-        "transfer_ratio_std": _std(ratios),
-    }
 
 
 def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> Settings:
