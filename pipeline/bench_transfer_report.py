@@ -17,6 +17,7 @@ from pipeline.report_plots import plot_series_by_day
 
 CALIBRATION_TOLERANCE = 0.02  # |calibration - 1| within this is "calibrated"
 FULL_OVER_KD_TARGET = 2.0  # GEM: combined transfer at 2x standard KD's effectiveness
+NOISE_SPREADS = 2.0  # a difference is told from noise only beyond this many seeds' spreads (std)
 
 
 def _finite(*values: float) -> bool:
@@ -34,7 +35,7 @@ def full_versus_kd(methods: dict[str, Any]) -> dict[str, Any]:
     full, kd = methods["full"]["transfer_ratio"], methods["kd"]["transfer_ratio"]
     kd_std = methods["kd"].get("transfer_ratio_std", 0.0)
     verdict = {"full": full, "kd": kd, "kd_std": kd_std, "target": FULL_OVER_KD_TARGET}
-    if _finite(kd, kd_std) and kd > 0 and kd <= 2 * kd_std:
+    if _finite(kd, kd_std) and kd > 0 and kd <= NOISE_SPREADS * kd_std:
         note = f"kd's ratio {kd:.3f} is within twice its seeds' spread ({kd_std:.3f}) of zero: no factor"
         return {**verdict, "factor": math.nan, "holds": False, "note": note}
     factor = full / kd if _finite(full, kd) and kd > 0 else math.nan
@@ -52,7 +53,7 @@ def adapter_recovery(staleness: dict[str, Any], stale: int = 2) -> dict[str, Any
         return {"holds": None, "why": f"needs staleness 0 and {stale}, methods aux_head and adapter"}
     fresh, old = staleness["0"]["aux_head"], staleness[k]["aux_head"]
     lost = old["ne"] - fresh["ne"]
-    noise = 2 * max(fresh.get("ne_std", 0.0), old.get("ne_std", 0.0))
+    noise = NOISE_SPREADS * max(fresh.get("ne_std", 0.0), old.get("ne_std", 0.0))
     recovered = old["ne"] - staleness[k]["adapter"]["ne"]
     measurable = _finite(lost, noise) and lost > noise
     share = recovered / lost if measurable and _finite(recovered) else math.nan
@@ -96,7 +97,7 @@ def claims(dataset: dict[str, Any]) -> dict[str, Any]:
 def _win(method: dict[str, Any], alone: dict[str, Any]) -> str:
     """A win over `alone` only when the NE gap exceeds twice the larger spread."""
     gap = alone["ne"] - method["ne"]
-    spread = 2 * max(method["ne_std"], alone["ne_std"])
+    spread = NOISE_SPREADS * max(method["ne_std"], alone["ne_std"])
     if not _finite(gap, spread) or spread == 0:
         return "n/a (1 seed)" if spread == 0 else "n/a"
     return "win" if gap > spread else ("loss" if -gap > spread else "within noise")
