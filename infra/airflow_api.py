@@ -5,6 +5,9 @@ Under the simple auth manager, `POST /auth/token` with `{"username", "password"}
 Backfills: `POST /api/v2/backfills` creates the runs of a date range at once; the
 scheduler runs them (at most `max_active_runs` together) and sets the backfill's
 `completed_at` once none is queued or running.
+
+An api-server over SQLite answers 503 when the database is locked (the transaction was rolled
+back, so trying again is safe); the client retries a 503 with backoff before it gives up.
 """
 
 from __future__ import annotations
@@ -14,9 +17,15 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 TOKEN_ROUTE = "/auth/token"
 PAGE = 100  # the api-server's default `[api] maximum_page_limit`
+# 503 only, any method: about 30 s of backoff (0, 2, 4, 8, 16 s), or the server's Retry-After.
+RETRY_UNAVAILABLE = Retry(
+    total=5, status_forcelist=[503], allowed_methods=None, backoff_factor=1, raise_on_status=False
+)
 
 
 class AirflowAPIError(RuntimeError):
@@ -35,10 +44,18 @@ def _midnight(day: str) -> str:
 class AirflowClient:
     """Authenticated calls to one Airflow api-server (`base_url`, e.g. `http://127.0.0.1:8080`)."""
 
-    def __init__(self, base_url: str, username: str, password: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout_s: float = 30.0,
+        retry: Retry = RETRY_UNAVAILABLE,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._session = requests.Session()
+        self._session.mount(self.base_url, HTTPAdapter(max_retries=retry))
         token = self._call("POST", TOKEN_ROUTE, json={"username": username, "password": password})
         self._session.headers["Authorization"] = f"Bearer {token['access_token']}"
 

@@ -18,6 +18,11 @@ from infra.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
 
+# The scheduler, DAG processor, triggerer and api-server all write the one SQLite file. sqlite3's
+# default 5 s busy timeout lets a writer fail with "database is locked" on a loaded machine (the
+# api-server answers a backfill with HTTP 503); each connection waits up to 60 s for the lock instead.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
+
 
 def airflow_environment(settings: Settings, airflow_home: Path) -> dict[str, str]:
     """The process environment for Airflow commands run against `airflow_home`."""
@@ -28,6 +33,8 @@ def airflow_environment(settings: Settings, airflow_home: Path) -> dict[str, str
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home.resolve()}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
             "SPARK_LOCAL_IP": "127.0.0.1",
             "MLFLOW_TRACKING_URI": settings.mlflow_uri,
         }
