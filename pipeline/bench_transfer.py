@@ -9,11 +9,14 @@ examples; the last day is the test day). On it, with the product's functions:
 3. for each seed: the domain FMs trained on that knowledge (for the hierarchical
    method), registered, and their knowledge of their domain; then one VM per
    (surface, method) trained over the same window of days (the days every staleness
-   has knowledge for) and measured on the test day: NE, AUC and calibration of the
-   serving head's click predictions on its surface.
+   has knowledge for) and measured progressively, as it would serve: on the day after
+   each window day by the version trained through that day, the window's last day
+   being the test day. NE, AUC and calibration of the serving head's click predictions
+   on its surface, pooled over those evaluation days.
 
 Transfer ratio (METHODS.md) = (NE_alone - NE_method) / (NE_alone - NE_teacher), all on
-the VM's test slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
+the VM's evaluation slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
+Calibration over several VMs pools their clicks (predicted over observed, summed).
 Bench students get their own registered names (`<name>.<method>.s<seed>.k<k>`), so a
 bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG plots.
 """
@@ -39,6 +42,9 @@ from teacher.train import TrainConfig
 
 METHOD_NAMES: tuple[str, ...] = ("alone", "kd", "aux_head", "adapter", "representation", "sharing", "full")
 METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
+# The serving head's predictions of one day, as `SliceEvaluator.update` takes them:
+# logits (N, T), labels (N, T), label mask (N, T), surface codes (N,).
+Batch = tuple[Any, Any, Any, Any]
 DATASETS: tuple[str, ...] = ("synthetic", "movielens")
 MOVIELENS_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "recbole"
 
@@ -87,6 +93,12 @@ class TransferBenchConfig:
         window = days[first - 1 : -1]
         return window[-self.student_window_days :] if self.student_window_days else window
 
+    def evaluation_days(self, days: list[str]) -> list[str]:
+        """The day after each student day (the last is the test day): each VM is measured on it by
+        its version trained through the day before, as it would serve."""
+        start = days.index(self.student_days(days)[0]) + 1
+        return days[start:]
+
 
 SYNTHETIC = TransferBenchConfig()
 QUICK = TransferBenchConfig(
@@ -104,7 +116,8 @@ QUICK = TransferBenchConfig(
 
 @dataclass
 class Measured:
-    """Test-day metrics per (seed, staleness, method, surface), and the teacher's per surface."""
+    """Metrics over the evaluation days (with their clicks) per (seed, staleness, method, surface), and the
+    teacher's per surface."""
 
     students: dict[tuple[int, int, str, str], dict[str, float]] = field(default_factory=dict)
     teacher: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -115,6 +128,26 @@ class Measured:
 
 def _slice_metrics(metrics: dict[str, float], surface: str) -> dict[str, float]:
     return {name: metrics.get(f"click/{name}/{surface}", math.nan) for name in METRICS}
+
+
+def pooled_metrics(batches: dict[str, Batch], surface: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Click metrics on `surface` over every day's batch together, with its clicks; and each day's NE."""
+    import torch
+
+    from pipeline.metrics import SliceEvaluator
+    from pipeline.train_student import TASKS
+
+    pooled, by_day = SliceEvaluator(TASKS, SURFACES), {}
+    for day, batch in batches.items():
+        daily = SliceEvaluator(TASKS, SURFACES)
+        daily.update(*batch)
+        pooled.update(*batch)
+        by_day[day] = daily.compute().get(f"click/ne/{surface}", math.nan)
+    _, labels, mask, codes = (torch.cat(part) for part in zip(*batches.values(), strict=True))
+    click = TASKS.index("click")
+    on_slice = mask[:, click] & (codes == SURFACES.index(surface))
+    clicks = float(labels[on_slice, click].sum())
+    return _slice_metrics(pooled.compute(), surface) | {"clicks": clicks}, by_day
 
 
 def train_fm_days(settings: Settings, days: list[str], size: str, seed: int, batch_size: int) -> None:
@@ -145,10 +178,17 @@ def _variant(spec: StudentSpec, tag: str, teacher: str | None = None) -> Student
 
 
 def train_domain_fms(
-    settings: Settings, days: list[str], domains: list[str], tag: str, train: TrainConfig, spark: Any
+    settings: Settings,
+    days: list[str],
+    domains: list[str],
+    tag: str,
+    train: TrainConfig,
+    spark: Any,
+    taught: list[str],
 ) -> dict[str, StudentSpec]:
     """Domain FMs (bench names) trained on every day but the last that has gem-fm's knowledge, registered;
-    each day's domain knowledge (the last day's included) from the version trained the day before."""
+    their knowledge of each day the VMs learn or are measured on (`taught`), from the version trained
+    the day before."""
     from infra import registry
     from pipeline.knowledge import KnowledgeConfig, generate_teacher_knowledge
     from pipeline.student_data import MissingKnowledgeError
@@ -160,7 +200,7 @@ def train_domain_fms(
     for ds in days:
         for spec in specs.values():
             previous = registry.find_version(settings, spec.name, "trained_through", shift_day(ds, -1))
-            if previous is not None:
+            if ds in taught and previous is not None:
                 generate_teacher_knowledge(
                     settings,
                     spec.name,
@@ -179,40 +219,45 @@ def train_domain_fms(
 
 
 def train_and_measure_vm(
-    settings: Settings, spec: StudentSpec, method: str, days: list[str], test_day: str, train: TrainConfig
-) -> dict[str, float]:
-    """Train the VM `spec` with `method` over `days`; its click metrics on its surface of `test_day`."""
+    settings: Settings, spec: StudentSpec, method: str, days: list[str], train: TrainConfig
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Train the VM `spec` with `method` over `days`; its click metrics on its surface pooled over the
+    day after each (by the version trained through the day before), and its NE on each of them."""
     from infra.checkpoints import checkpoint_uri
     from pipeline.student_data import student_evaluation_rows
-    from pipeline.student_release import evaluate_student
+    from pipeline.student_release import student_predictions
     from pipeline.train_student import TASKS, DistillConfig, load_student, sequence_length, train_student
 
     config = DistillConfig(path="direct", vm_method="full" if method == "full" else method, train=train)
+    batches = {}
     for ds in days:
         train_student(settings, spec, ds, config)
-    student, _ = load_student(checkpoint_uri(settings.lake, spec.name, days[-1]))
-    rows = student_evaluation_rows(settings, spec, test_day, TASKS, sequence_length(student.config.transfer))
-    return _slice_metrics(evaluate_student(student, rows), spec.surfaces[0])
+        student, _ = load_student(checkpoint_uri(settings.lake, spec.name, ds))
+        day = shift_day(ds, 1)
+        rows = student_evaluation_rows(settings, spec, day, TASKS, sequence_length(student.config.transfer))
+        batches[day] = student_predictions(student, rows)
+    return pooled_metrics(batches, spec.surfaces[0])
 
 
 def teacher_metrics(
-    settings: Settings, surface: str, test_day: str, teacher: str = FM_NAME
+    settings: Settings, surface: str, days: list[str], teacher: str = FM_NAME
 ) -> dict[str, float]:
-    """Click metrics of `teacher`'s logged logits on `surface` of `test_day` (the current knowledge)."""
+    """Click metrics of `teacher`'s logged logits (the current knowledge) on `surface`, pooled over `days`."""
     import torch
 
-    from pipeline.metrics import SliceEvaluator
     from pipeline.student_data import student_evaluation_rows
     from pipeline.train_fm import labels_and_mask
     from pipeline.train_student import TASKS
 
     spec = dataclasses.replace(vertical_model(surface, "direct"), teacher=teacher)
-    table = student_evaluation_rows(settings, spec, test_day, TASKS).table
-    logits = torch.stack([torch.tensor(table[f"teacher_logit_{t}"].to_numpy()) for t in TASKS], dim=1)
-    labels, mask = labels_and_mask(table, TASKS)
-    evaluator = SliceEvaluator(TASKS, SURFACES)
-    evaluator.update(logits, labels, mask.bool(), torch.full((table.num_rows,), SURFACES.index(surface)))
-    return _slice_metrics(evaluator.compute(), surface)
+    batches = {}
+    for day in days:
+        table = student_evaluation_rows(settings, spec, day, TASKS).table
+        logits = torch.stack([torch.tensor(table[f"teacher_logit_{t}"].to_numpy()) for t in TASKS], dim=1)
+        labels, mask = labels_and_mask(table, TASKS)
+        codes = torch.full((table.num_rows,), SURFACES.index(surface))
+        batches[day] = (logits, labels, mask.bool(), codes)
+    return pooled_metrics(batches, surface)[0]
 
 
 def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
@@ -228,10 +273,8 @@ def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
     return measured
 
 
-def student_ne_by_day(
-    settings: Settings, spec: StudentSpec, trained: list[str], days: list[str]
-) -> dict[str, float]:
-    """Progressive click NE of a student on its surfaces: trained through a day of `trained`, on the next."""
+def domain_fm_ne_by_day(settings: Settings, spec: StudentSpec, days: list[str]) -> dict[str, float]:
+    """Progressive click NE of a domain FM on its surfaces: each version on the day after it was trained."""
     from infra.checkpoints import checkpoint_exists, checkpoint_uri
     from pipeline.student_data import student_evaluation_rows
     from pipeline.student_release import evaluate_student
@@ -240,7 +283,7 @@ def student_ne_by_day(
     measured = {}
     for through, day in itertools.pairwise(days):
         uri = checkpoint_uri(settings.lake, spec.name, through)
-        if through not in trained or not checkpoint_exists(uri):
+        if not checkpoint_exists(uri):
             continue
         student, _ = load_student(uri)
         rows = student_evaluation_rows(settings, spec, day, TASKS, sequence_length(student.config.transfer))
@@ -253,25 +296,25 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
     from infra.spark import get_spark
 
     spark = get_spark(settings)
-    measured, test_day = Measured(), days[-1]
-    window = cfg.student_days(days)
+    measured = Measured()
+    window, evaluation = cfg.student_days(days), cfg.evaluation_days(days)
     start = time.perf_counter()
     train_fm_days(settings, days[:-1], cfg.fm_size, cfg.seeds[0], cfg.batch_size)
     measured.seconds["fm"] = time.perf_counter() - start
     for delay in sorted(cfg.staleness):
         write_fm_knowledge(settings, days, delay, spark)
         if delay == 0:
-            measured.teacher = {s: teacher_metrics(settings, s, test_day) for s in cfg.surfaces}
+            measured.teacher = {s: teacher_metrics(settings, s, evaluation) for s in cfg.surfaces}
         for seed in cfg.seeds:
             train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
             tag = f"s{seed}.k{delay}"
             needed = sorted({SURFACE_DOMAINS[s] for s in cfg.surfaces}) if "full" in cfg.methods else []
-            domains = train_domain_fms(settings, days, needed, tag, train, spark)
+            domains = train_domain_fms(settings, days, needed, tag, train, spark, window + evaluation)
             if delay == 0 and domains:
                 for surface in cfg.surfaces:
                     teacher = domains[SURFACE_DOMAINS[surface]].name
                     measured.domain_teacher[seed, surface] = teacher_metrics(
-                        settings, surface, test_day, teacher
+                        settings, surface, evaluation, teacher
                     )
             for surface in cfg.surfaces:
                 for method in cfg.methods:
@@ -279,20 +322,16 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
                     if method == "full":
                         spec = dataclasses.replace(spec, teacher=domains[SURFACE_DOMAINS[surface]].name)
                     began = time.perf_counter()
-                    measured.students[seed, delay, method, surface] = train_and_measure_vm(
-                        settings, spec, method, window, test_day, train
-                    )
+                    metrics, by_day = train_and_measure_vm(settings, spec, method, window, train)
+                    measured.students[seed, delay, method, surface] = metrics
                     measured.seconds[f"vm {method}"] = measured.seconds.get(f"vm {method}", 0.0) + (
                         time.perf_counter() - began
                     )
                     if delay == 0 and seed == cfg.seeds[0] and method in ("alone", "full"):
-                        by_day = student_ne_by_day(settings, spec, window, days)
                         measured.ne_by_day[f"vm-{surface} ({method})"] = by_day
             if delay == 0 and seed == cfg.seeds[0]:
                 for spec in domains.values():
-                    measured.ne_by_day[spec.name.split(".")[0]] = student_ne_by_day(
-                        settings, spec, days, days
-                    )
+                    measured.ne_by_day[spec.name.split(".")[0]] = domain_fm_ne_by_day(settings, spec, days)
     measured.ne_by_day[FM_NAME] = fm_ne_by_day(settings, days)
     return measured
 
@@ -313,6 +352,18 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
+def _over_surfaces(records: list[dict[str, float]], metric: str) -> float:
+    """One seed's `metric` over its VMs: the mean; clicks add up, and calibration pools the clicks
+    (every VM's predicted clicks over every VM's observed ones)."""
+    if metric == "clicks":
+        return sum(r["clicks"] for r in records)
+    if metric == "calibration":
+        clicked = [r for r in records if r["clicks"] > 0]
+        total = sum(r["clicks"] for r in clicked)
+        return sum(r["calibration"] * r["clicks"] for r in clicked) / total if total else math.nan
+    return _mean([r[metric] for r in records])
+
+
 def _ratio_to_alone(
     measured: Measured, cfg: TransferBenchConfig, seed: int, surface: str, model: dict[str, float]
 ) -> float:
@@ -324,31 +375,29 @@ def _ratio_to_alone(
 def _over_seeds(
     measured: Measured, cfg: TransferBenchConfig, model: Callable[[int, str], dict[str, float]]
 ) -> dict[str, float]:
-    """A model's test-day metrics (`model(seed, surface)`): each seed's mean over the surfaces, then
+    """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
     the mean and spread over seeds, with its transfer ratio against the same seed's VM alone."""
 
-    def per_seed(value: Callable[[int, str], float]) -> list[float]:
-        return [_mean([value(s, v) for v in cfg.surfaces]) for s in cfg.seeds]
+    def per_seed(metric: str) -> list[float]:
+        return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]
 
-    ratios = per_seed(lambda s, v: _ratio_to_alone(measured, cfg, s, v, model(s, v)))
-    return {m: _mean(per_seed(lambda s, v, m=m: model(s, v)[m])) for m in METRICS} | {
-        "ne_std": _std(per_seed(lambda s, v: model(s, v)["ne"])),
+    ratios = [
+        _mean([_ratio_to_alone(measured, cfg, s, v, model(s, v)) for v in cfg.surfaces]) for s in cfg.seeds
+    ]
+    return {m: _mean(per_seed(m)) for m in (*METRICS, "clicks")} | {
+        "ne_std": _std(per_seed("ne")),
         "transfer_ratio": _mean(ratios),
         "transfer_ratio_std": _std(ratios),
     }
 
 
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
-    """Per method (fresh teacher): mean over surfaces and seeds, the seeds' spread; per staleness; and
+    """Per method (fresh teacher), then per staleness: over surfaces and seeds, the seeds' spread; and
     the hierarchy's first hop (`domain_teacher`: the fresh domain FMs' logged knowledge on each VM's
     slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained."""
 
-    def per_seed(delay: int, method: str, metric: str) -> list[float]:
-        students = measured.students
-        return [_mean([students[s, delay, method, v][metric] for v in cfg.surfaces]) for s in cfg.seeds]
-
-    def student(method: str) -> Callable[[int, str], dict[str, float]]:
-        return lambda seed, surface: measured.students[seed, 0, method, surface]
+    def student(method: str, delay: int = 0) -> Callable[[int, str], dict[str, float]]:
+        return lambda seed, surface: measured.students[seed, delay, method, surface]
 
     methods: dict[str, Any] = {}
     for method in cfg.methods:
@@ -364,17 +413,10 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
         }
         methods[method] = _over_seeds(measured, cfg, model) | {"vms": vms}
     staleness = {
-        str(k): {
-            method: {
-                "ne": _mean(per_seed(k, method, "ne")),
-                "ne_std": _std(per_seed(k, method, "ne")),
-                "calibration": _mean(per_seed(k, method, "calibration")),
-            }
-            for method in cfg.methods
-        }
+        str(k): {method: _over_seeds(measured, cfg, student(method, k)) for method in cfg.methods}
         for k in cfg.staleness
     }
-    teacher = {m: _mean([measured.teacher[v][m] for v in cfg.surfaces]) for m in METRICS}
+    teacher = {m: _over_surfaces(list(measured.teacher.values()), m) for m in (*METRICS, "clicks")}
     summary = {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
     if measured.domain_teacher:
         summary["domain_teacher"] = _over_seeds(measured, cfg, lambda s, v: measured.domain_teacher[s, v])
@@ -414,7 +456,11 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
         build_lake(lake, days)
         measured = measure_dataset(lake, cfg, days)
     summary = summarise(measured, cfg)
-    summary["setup"] = dataclasses.asdict(cfg) | {"days_list": days, "student_days": cfg.student_days(days)}
+    summary["setup"] = dataclasses.asdict(cfg) | {
+        "days_list": days,
+        "student_days": cfg.student_days(days),
+        "evaluation_days": cfg.evaluation_days(days),
+    }
     summary["seconds"] = measured.seconds
     summary["ne_by_day"] = measured.ne_by_day
     return summary

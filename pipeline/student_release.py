@@ -36,16 +36,24 @@ from teacher.model import count_parameters, forward_flops_per_example
 STUDENT_IDENTITY_TAGS = ("teacher", "teacher_outputs_version")
 
 
-def evaluate_student(student: Student, rows: StudentRows) -> dict[str, float]:
-    """NE, AUC and calibration per task, overall and per surface, of the serving head on `rows`."""
+def student_predictions(
+    student: Student, rows: StudentRows
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The serving head's logits on `rows` (N, T), their labels and label mask, and surface codes (N,):
+    what `SliceEvaluator.update` takes."""
     config = student.config
     features = table_to_features(rows.table, config.backbone)
     knowledge = table_to_knowledge(
         rows.table, config.teacher_tasks, config.teacher_embed_dim, sequence_length(config.transfer)
     )
     labels, mask = labels_and_mask(rows.table, config.backbone.tasks)
-    evaluator = SliceEvaluator(config.backbone.tasks, SURFACES)
-    evaluator.update(predict_student(student, features, knowledge), labels, mask.bool(), features["surface"])
+    return predict_student(student, features, knowledge), labels, mask.bool(), features["surface"]
+
+
+def evaluate_student(student: Student, rows: StudentRows) -> dict[str, float]:
+    """NE, AUC and calibration per task, overall and per surface, of the serving head on `rows`."""
+    evaluator = SliceEvaluator(student.config.backbone.tasks, SURFACES)
+    evaluator.update(*student_predictions(student, rows))
     return evaluator.compute()
 
 

@@ -40,6 +40,11 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
         assert all("ne" in v for v in synthetic["staleness"][str(k)].values())
     assert {"gem-fm", "domain-fm", "vm (alone)", "vm (full)"} <= set(report["models"])
     assert synthetic["domain_teacher"]["ne"] is not None, "the hierarchy's first hop is measured"
+    setup = synthetic["setup"]
+    evaluation = setup["evaluation_days"]
+    assert evaluation[-1] == setup["days_list"][-1] and len(evaluation) == len(setup["student_days"])
+    assert synthetic["teacher"]["clicks"] > 0
+    assert set(synthetic["ne_by_day"]["vm-facebook_feed (full)"]) == set(evaluation)
     bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
     assert not bad, f"non-finite numbers: {bad}"  # undefined ratios are written as null
     assert set(report["datasets"]) == {"synthetic", "movielens"}
@@ -59,3 +64,4 @@ def test_the_config_refuses_what_it_cannot_measure() -> None:
         TransferBenchConfig(days=5, staleness=(0, 2))
     days = [f"2026-01-{d:02d}" for d in range(1, 8)]
     assert TransferBenchConfig(days=7, staleness=(0, 1)).student_days(days) == days[3:6]
+    assert TransferBenchConfig(days=7, staleness=(0, 1)).evaluation_days(days) == days[4:7]

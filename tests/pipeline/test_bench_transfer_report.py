@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from pipeline.bench_transfer import transfer_ratio
+import torch
+
+from infra.schema import SURFACES
+from pipeline.bench_transfer import _over_surfaces, pooled_metrics, transfer_ratio
 from pipeline.bench_transfer_report import adapter_recovery, aux_head_calibration, full_versus_kd
 
 
@@ -61,6 +64,45 @@ def test_aux_head_calibration() -> None:
     both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99}}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
     assert aux_head_calibration({})["holds"] is None
+
+
+def test_calibration_is_refused_where_the_test_clicks_cannot_tell_two_percent() -> None:
+    def staleness(clicks: float) -> dict:
+        return {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01, "clicks": clicks}}}
+
+    few = aux_head_calibration(staleness(3_600))  # sampling error 1/60: twice it is over 2%
+    assert few["holds"] is False and "cannot be told" in few["note"]
+    assert abs(few["by_staleness"]["0"]["label_noise"] - 1 / 60) < 1e-12
+    assert aux_head_calibration(staleness(40_000))["holds"] is True  # error 0.005
+
+
+def test_vms_pool_their_clicks_for_calibration_and_add_them_up() -> None:
+    records = [
+        {"ne": 0.9, "calibration": 1.2, "clicks": 100.0},
+        {"ne": 0.8, "calibration": 0.9, "clicks": 300.0},
+    ]
+    assert abs(_over_surfaces(records, "calibration") - (120 + 270) / 400) < 1e-12
+    assert _over_surfaces(records, "clicks") == 400
+    assert abs(_over_surfaces(records, "ne") - 0.85) < 1e-12
+
+
+def test_pooled_metrics_cover_every_day_together_and_each_alone() -> None:
+    surface = SURFACES.index("facebook_feed")
+    generator = torch.Generator().manual_seed(0)
+
+    def day(n: int, logit: float) -> tuple[torch.Tensor, ...]:
+        labels = (torch.rand(n, 2, generator=generator) < 0.3).float()
+        logits = torch.full((n, 2), logit)
+        return logits, labels, torch.ones(n, 2, dtype=torch.bool), torch.full((n,), surface)
+
+    batches = {"2026-01-08": day(400, -1.0), "2026-01-09": day(600, 0.0)}
+    pooled, by_day = pooled_metrics(batches, "facebook_feed")
+    clicks = sum(float(labels[:, 0].sum()) for _, labels, _, _ in batches.values())
+    predicted = 400 / (1 + math.e) + 600 * 0.5
+    assert pooled["clicks"] == clicks
+    assert abs(pooled["calibration"] - predicted / clicks) < 1e-9
+    assert set(by_day) == set(batches) and by_day["2026-01-08"] != by_day["2026-01-09"]
+    assert min(by_day.values()) < pooled["ne"] < max(by_day.values())
 
 
 def test_undefined_numbers_are_written_as_null() -> None:
