@@ -171,7 +171,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
             for k, row in verdict.get("by_staleness", {}).items():
                 detail += (
-                    f"; {k} days stale: kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} "
+                    f"; staleness {k}: kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} "
                     f"(± {row['label_noise']:.3f} from the labels)"
                 )
             lines.append(f"- `{claim}`: {holds} ({detail})")
