@@ -86,7 +86,7 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
     for k, methods in staleness.items():
         if {"kd", "aux_head"} <= methods.keys():
             kd, aux = methods["kd"]["calibration"], methods["aux_head"]["calibration"]
-            noise = label_noise(methods["aux_head"].get("clicks", math.inf))
+            noise = label_noise(methods["aux_head"]["clicks"])
             rows[k] = {
                 "kd": kd,
                 "aux_head": aux,

@@ -59,9 +59,9 @@ def test_adapter_recovery() -> None:
 
 
 def test_aux_head_calibration() -> None:
-    good = {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01}}}
+    good = {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01, "clicks": 40_000}}}
     assert aux_head_calibration(good)["holds"] is True
-    both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99}}}
+    both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99, "clicks": 40_000}}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
     assert aux_head_calibration({})["holds"] is None
 
