@@ -132,8 +132,6 @@ def _slice_metrics(metrics: dict[str, float], surface: str) -> dict[str, float]:
 
 def pooled_metrics(batches: dict[str, Batch], surface: str) -> tuple[dict[str, float], dict[str, float]]:
     """Click metrics on `surface` over every day's batch together, with its clicks; and each day's NE."""
-    import torch
-
     from pipeline.metrics import SliceEvaluator
     from pipeline.train_student import TASKS
 
@@ -143,10 +141,7 @@ def pooled_metrics(batches: dict[str, Batch], surface: str) -> tuple[dict[str, f
         daily.update(*batch)
         pooled.update(*batch)
         by_day[day] = daily.compute().get(f"click/ne/{surface}", math.nan)
-    _, labels, mask, codes = (torch.cat(part) for part in zip(*batches.values(), strict=True))
-    click = TASKS.index("click")
-    on_slice = mask[:, click] & (codes == SURFACES.index(surface))
-    clicks = float(labels[on_slice, click].sum())
+    clicks = pooled.positives("click", surface)
     return _slice_metrics(pooled.compute(), surface) | {"clicks": clicks}, by_day
 
 
@@ -199,8 +194,12 @@ def train_domain_fms(
     specs = {d: _variant(domain_fm(d), tag) for d in domains}
     for ds in days:
         for spec in specs.values():
-            previous = registry.find_version(settings, spec.name, "trained_through", shift_day(ds, -1))
-            if ds in taught and previous is not None:
+            previous = (
+                registry.find_version(settings, spec.name, "trained_through", shift_day(ds, -1))
+                if ds in taught
+                else None  # no VM learns or is measured on ds: its knowledge is not needed
+            )
+            if previous is not None:
                 generate_teacher_knowledge(
                     settings,
                     spec.name,

@@ -99,6 +99,10 @@ class SliceEvaluator:
                 if rows.any():
                     self._slices[task, name].update(logits[rows, t], labels[rows, t].long())
 
+    def positives(self, task: str, surface: str | None = None) -> float:
+        """The positive labels a slice has seen (a click task's clicks); `surface` None: the task overall."""
+        return float(self._slices[task, surface]["ne"].positives)
+
     def compute(self) -> dict[str, float]:
         """Metric name -> value for every slice with both classes present."""
         results: dict[str, float] = {}

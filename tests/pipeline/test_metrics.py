@@ -74,3 +74,5 @@ def test_slice_evaluator_per_surface_and_mask() -> None:
         roc_auc_score(labels[known, 1], logits[known, 1]), rel=1e-6
     )
     assert {"click/ne", "click/calibration/reels", "conversion/ne/feed"} <= set(metrics)
+    assert evaluator.positives("click", "reels") == float(labels[surface == 1, 0].sum())
+    assert evaluator.positives("conversion") == float(labels[known, 1].sum()), "unknown labels left out"
