@@ -465,28 +465,11 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
     return summary
 
 
-def _dataset_worker(threads: int) -> None:
-    """A dataset process's torch threads: the machine's cores shared among the datasets run at once."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run_datasets(settings: Settings, cfg: TransferBenchConfig) -> dict[str, dict[str, Any]]:
-    """Every dataset's summary. Datasets share nothing (own lake, registry, Spark session), so they
-    run side by side, one process each, when the machine has a core for each."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    cores = os.cpu_count() or 1
-    workers = min(len(cfg.datasets), cores)
-    if workers == 1:
-        return {name: run_dataset(settings, cfg, name) for name in cfg.datasets}
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited JVM or threads
-    with ProcessPoolExecutor(workers, context, _dataset_worker, (cores // workers,)) as pool:
-        futures = {name: pool.submit(run_dataset, settings, cfg, name) for name in cfg.datasets}
-        return {name: future.result() for name, future in futures.items()}
+    """Every dataset's summary, one dataset after another, each with the whole machine (its own
+    temporary lake and registry; torch and the Spark job both use every core). Side by side, one core
+    each, took longer in all (docs/architecture.md, Benchmarks)."""
+    return {name: run_dataset(settings, cfg, name) for name in cfg.datasets}
 
 
 def model_sizes(cfg: TransferBenchConfig) -> dict[str, dict[str, float]]:
