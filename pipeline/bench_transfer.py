@@ -16,6 +16,8 @@ examples; the last day is the test day). On it, with the product's functions:
 
 Transfer ratio (METHODS.md) = (NE_alone - NE_method) / (NE_alone - NE_teacher), all on
 the VM's evaluation slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
+The k-stale gem-fm's own logged predictions on the same slices are measured too: what
+staleness costs the teacher itself (ExFM's premise), beside what it costs each VM.
 Calibration over several VMs pools their clicks (predicted over observed, summed).
 Bench students get their own registered names (`<name>.<method>.s<seed>.k<k>`), so a
 bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG plots.
@@ -45,8 +47,27 @@ METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
 # The serving head's predictions of one day, as `SliceEvaluator.update` takes them:
 # logits (N, T), labels (N, T), label mask (N, T), surface codes (N,).
 Batch = tuple[Any, Any, Any, Any]
-DATASETS: tuple[str, ...] = ("synthetic", "movielens")
+DATASETS: tuple[str, ...] = ("synthetic", "synthetic_drift", "movielens")
 MOVIELENS_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "recbole"
+
+
+@dataclass(frozen=True)
+class WorldDrift:
+    """How fast the synthetic world moves each day (`WorldConfig`'s drift knobs): the share of a
+    user's interest variance, of an ad's own latent part and of its bias replaced, and the share of
+    active ads retired for new ids."""
+
+    user_drift: float
+    ad_drift: float
+    ad_bias_drift: float
+    ad_churn: float
+
+
+# ExFM's staleness premise needs a world that moves. The default world replaces 5% a day of each;
+# `synthetic_drift` is the same world moving faster, fixed here before its first run, never tuned on
+# its results: a quarter of the ads are new each day (a mean life of 4 days, so a 2-day-stale teacher
+# has never seen 44% of the ads it scores), ads' own latents and biases drift 4x as fast, users' 2x.
+FAST_DRIFT = WorldDrift(user_drift=0.1, ad_drift=0.2, ad_bias_drift=0.2, ad_churn=0.25)
 
 
 @dataclass(frozen=True)
@@ -65,8 +86,9 @@ class TransferBenchConfig:
     surfaces: tuple[str, ...] = SURFACES
     batch_size: int = 256
     student_window_days: int = 0  # 0: every day all staleness levels have knowledge for
-    datasets: tuple[str, ...] = ("synthetic", "movielens")
+    datasets: tuple[str, ...] = DATASETS
     movielens_days: int = 12  # weeks of MovieLens-100k, one logical day each (31 exist)
+    fast_drift: WorldDrift = FAST_DRIFT  # the `synthetic_drift` world's
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHOD_NAMES)
@@ -110,17 +132,18 @@ QUICK = TransferBenchConfig(
     seeds=(0,),
     staleness=(0, 1),
     surfaces=("facebook_feed",),
+    datasets=("synthetic", "movielens"),
     movielens_days=5,
 )
 
 
 @dataclass
 class Measured:
-    """Metrics over the evaluation days (with their clicks) per (seed, staleness, method, surface), and the
-    teacher's per surface."""
+    """Metrics over the evaluation days (with their clicks) per (seed, staleness, method, surface), and
+    gem-fm's logged ones per (staleness, surface)."""
 
     students: dict[tuple[int, int, str, str], dict[str, float]] = field(default_factory=dict)
-    teacher: dict[str, dict[str, float]] = field(default_factory=dict)
+    teachers: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
     domain_teacher: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)  # fresh, per seed
     seconds: dict[str, float] = field(default_factory=dict)
     ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
@@ -302,8 +325,8 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
     measured.seconds["fm"] = time.perf_counter() - start
     for delay in sorted(cfg.staleness):
         write_fm_knowledge(settings, days, delay, spark)
-        if delay == 0:
-            measured.teacher = {s: teacher_metrics(settings, s, evaluation) for s in cfg.surfaces}
+        for surface in cfg.surfaces:
+            measured.teachers[delay, surface] = teacher_metrics(settings, surface, evaluation)
         for seed in cfg.seeds:
             train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
             tag = f"s{seed}.k{delay}"
@@ -368,7 +391,7 @@ def _ratio_to_alone(
 ) -> float:
     """`model`'s transfer ratio on `surface`: against the same seed's VM alone (fresh teacher) and gem-fm."""
     alone = measured.students[seed, 0, "alone", surface]["ne"] if "alone" in cfg.methods else math.nan
-    return transfer_ratio(alone, model["ne"], measured.teacher[surface]["ne"])
+    return transfer_ratio(alone, model["ne"], measured.teachers[0, surface]["ne"])
 
 
 def _over_seeds(
@@ -393,7 +416,8 @@ def _over_seeds(
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     """Per method (fresh teacher), then per staleness: over surfaces and seeds, the seeds' spread; and
     the hierarchy's first hop (`domain_teacher`: the fresh domain FMs' logged knowledge on each VM's
-    slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained."""
+    slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained;
+    gem-fm's own logged metrics, fresh (`teacher`) and per staleness (`teacher_by_staleness`)."""
 
     def student(method: str, delay: int = 0) -> Callable[[int, str], dict[str, float]]:
         return lambda seed, surface: measured.students[seed, delay, method, surface]
@@ -415,8 +439,17 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
         str(k): {method: _over_seeds(measured, cfg, student(method, k)) for method in cfg.methods}
         for k in cfg.staleness
     }
-    teacher = {m: _over_surfaces(list(measured.teacher.values()), m) for m in (*METRICS, "clicks")}
-    summary = {"methods": methods, "staleness": staleness, "teacher": teacher | {"vms": measured.teacher}}
+
+    def teacher(delay: int) -> dict[str, float]:
+        slices = [measured.teachers[delay, v] for v in cfg.surfaces]
+        return {m: _over_surfaces(slices, m) for m in (*METRICS, "clicks")}
+
+    summary = {
+        "methods": methods,
+        "staleness": staleness,
+        "teacher": teacher(0) | {"vms": {v: measured.teachers[0, v] for v in cfg.surfaces}},
+        "teacher_by_staleness": {str(k): teacher(k) for k in cfg.staleness},
+    }
     if measured.domain_teacher:
         summary["domain_teacher"] = _over_seeds(measured, cfg, lambda s, v: measured.domain_teacher[s, v])
     return summary
@@ -437,21 +470,41 @@ def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> S
     )
 
 
+def drifting_world(settings: Settings, cfg: TransferBenchConfig) -> Any:
+    """The `synthetic_drift` world: the bench's synthetic world (`settings`) moving at `cfg.fast_drift`."""
+    from infra.sources.synthetic import SyntheticWorld, WorldConfig
+
+    return SyntheticWorld(
+        WorldConfig(
+            seed=settings.seed,
+            start_date=settings.start_date,
+            events_per_day=settings.events_per_day,
+            n_users=settings.n_users,
+            **dataclasses.asdict(cfg.fast_drift),
+        )
+    )
+
+
 def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> dict[str, Any]:
-    """One dataset's measurements in a temporary lake: the synthetic world, or MovieLens-100k
-    written as daily event files and read by the `files` source, as users' own logs are."""
+    """One dataset's measurements in a temporary lake: the synthetic world; or, written as daily event
+    files and read by the `files` source as users' own logs are, the drifting world or MovieLens-100k."""
     from infra.sources.movielens import write_movielens_events
+    from infra.sources.synthetic import write_world_events
     from pipeline.bench_teacher import bench_days, build_lake
 
     with tempfile.TemporaryDirectory(prefix=f"distillery-bench-transfer-{dataset}-") as root:
         lake = bench_settings(settings, root, cfg)
-        if dataset == "movielens":
-            lake = dataclasses.replace(lake, source="files", events_dir=f"{root}/events")
-            days = write_movielens_events(
-                Path(lake.events_dir), lake.start_date, MOVIELENS_CACHE, cfg.movielens_days
-            )
-        else:
+        if dataset == "synthetic":
             days = bench_days(lake.start_date, cfg.days)
+        else:
+            lake = dataclasses.replace(lake, source="files", events_dir=f"{root}/events")
+            if dataset == "movielens":
+                days = write_movielens_events(
+                    Path(lake.events_dir), lake.start_date, MOVIELENS_CACHE, cfg.movielens_days
+                )
+            else:
+                world = drifting_world(lake, cfg)
+                days = write_world_events(world, Path(lake.events_dir), bench_days(lake.start_date, cfg.days))
         build_lake(lake, days)
         measured = measure_dataset(lake, cfg, days)
     summary = summarise(measured, cfg)

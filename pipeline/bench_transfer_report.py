@@ -163,6 +163,8 @@ def markdown(report: dict[str, Any]) -> str:
         for method in data["methods"]:
             cells = " | ".join(f"{data['staleness'][k][method]['ne']:.4f}" for k in ks)
             lines.append(f"| {method} | {cells} |")
+        cells = " | ".join(f"{data['teacher_by_staleness'][k]['ne']:.4f}" for k in ks)
+        lines.append(f"| gem-fm itself (its logged predictions) | {cells} |")
         lines += ["", "Claims:", ""]
         for claim, verdict in data["claims"].items():
             holds = {True: "holds", False: "**does not hold**", None: "not measured"}[verdict["holds"]]
@@ -197,6 +199,9 @@ def _first_hop(data: dict[str, Any]) -> str:
 def _day_size(dataset: str, setup: dict[str, Any]) -> str:
     if dataset == "movielens":
         return "one week of MovieLens-100k ratings each"
+    if dataset == "synthetic_drift":
+        drift = ", ".join(f"{k} {v}" for k, v in setup["fast_drift"].items())
+        return f"{setup['events_per_day']} synthetic events each, the world drifting fast: {drift} a day"
     return f"{setup['events_per_day']} synthetic events each"
 
 
@@ -230,6 +235,8 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         ks = sorted(int(k) for k in data["staleness"])
         for method in data["methods"]:
             ax.plot(ks, [data["staleness"][str(k)][method]["ne"] for k in ks], marker="o", label=method)
+        teacher = [data["teacher_by_staleness"][str(k)]["ne"] for k in ks]
+        ax.plot(ks, teacher, color="black", linestyle="--", marker="s", label="gem-fm itself")
         ax.set_xlabel("teacher staleness (days)")
         ax.set_ylabel("VM click NE (lower is better)")
         ax.set_title(f"{name}: VM NE against teacher staleness")

@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--surfaces", nargs="+", default=None, help="transfer: VMs to train (default: all)")
     bench.add_argument("--seeds", type=int, nargs="+", default=None, help="transfer: training seeds")
     bench.add_argument("--staleness", type=int, nargs="+", default=None, help="transfer: teacher delays")
-    bench.add_argument("--datasets", nargs="+", default=None, help="transfer: synthetic and/or movielens")
+    bench.add_argument(
+        "--datasets", nargs="+", default=None, help="transfer: synthetic, synthetic_drift, movielens"
+    )
     bench.add_argument("--examples", type=int, default=100_000, help="knowledge: examples in the day")
     bench.add_argument("--out", default="reports", help="folder for the reports")
     return parser

@@ -23,10 +23,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from infra.schema import AD_FORMATS, EVENTS_SCHEMA, ITEM_KINDS, SURFACES, TS_TYPE
 from infra.sources.world_state import (
@@ -44,7 +46,7 @@ from infra.sources.world_state import (
     organic_logit,
 )
 
-__all__ = ["AD_ID_BASE", "SyntheticWorld", "WorldConfig"]
+__all__ = ["AD_ID_BASE", "SyntheticWorld", "WorldConfig", "write_world_events"]
 
 DAY_US = 86_400_000_000
 _BLOCK_TAG = 2
@@ -313,3 +315,16 @@ def _rechunk(blocks: Iterator[Rows], size: int) -> Iterator[Rows]:
             held -= size
     if held:
         yield {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
+
+
+def write_world_events(world: SyntheticWorld, events_dir: Path, days: list[str]) -> list[str]:
+    """Write `<events_dir>/ds=<ds>/events.parquet` (EVENTS_SCHEMA) for each of `days`: the world's
+    events as a user's own logs, for the `files` source. Each file is written under a temporary name
+    and renamed, so a re-run replaces it. Returns `days`."""
+    for ds in days:
+        folder = events_dir / f"ds={ds}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".events.parquet.tmp"
+        pq.write_table(world.day_table(ds), tmp)
+        tmp.replace(folder / "events.parquet")
+    return days

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,8 @@ import pyarrow.compute as pc
 import pytest
 
 from infra.schema import DOMAINS, EVENTS_SCHEMA, SURFACE_DOMAINS, SURFACES
-from infra.sources.synthetic import SyntheticWorld, WorldConfig
+from infra.sources.files import FileSource
+from infra.sources.synthetic import SyntheticWorld, WorldConfig, write_world_events
 
 SMALL = WorldConfig(seed=7, events_per_day=20_000, chunk_size=4_000)
 DAY, NEXT = "2026-01-03", "2026-01-04"
@@ -199,6 +201,17 @@ def test_ads_launch_and_retire_daily(world: SyntheticWorld) -> None:
     assert not np.isin(retired, days[2]).any()  # retired ads never come back
     events = _ads(world.day_table(NEXT))["item_id"].to_numpy()
     assert np.isin(events, days[1]).all() and np.isin(launched, events).any()
+
+
+def test_written_day_files_read_back_as_the_days_events(tmp_path: Path) -> None:
+    world = SyntheticWorld(replace(SMALL, events_per_day=3_000))
+    days = ["2026-01-01", "2026-01-02"]
+    assert write_world_events(world, tmp_path, days) == days
+    assert write_world_events(world, tmp_path, days[:1]) == days[:1]  # a re-run replaces the file
+    for ds in days:
+        assert [p.name for p in (tmp_path / f"ds={ds}").iterdir()] == ["events.parquet"]
+        read = pa.Table.from_batches(list(FileSource(str(tmp_path)).day_batches(ds)))
+        assert read.cast(EVENTS_SCHEMA).equals(world.day_table(ds))
 
 
 def test_batches_are_bounded_by_chunk_size(world: SyntheticWorld) -> None:

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from infra.settings import Settings
-from pipeline.bench_transfer import METHOD_NAMES, QUICK, TransferBenchConfig, run_transfer_benchmark
+from infra.sources.synthetic import WorldConfig
+from pipeline.bench_transfer import (
+    FAST_DRIFT,
+    METHOD_NAMES,
+    QUICK,
+    SYNTHETIC,
+    TransferBenchConfig,
+    bench_settings,
+    drifting_world,
+    run_transfer_benchmark,
+)
 
 
 def _numbers(value: object, path: str = "") -> list[tuple[str, float]]:
@@ -44,6 +54,12 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     evaluation = setup["evaluation_days"]
     assert evaluation[-1] == setup["days_list"][-1] and len(evaluation) == len(setup["student_days"])
     assert synthetic["teacher"]["clicks"] > 0
+    stale_teacher = synthetic["teacher_by_staleness"]
+    assert set(stale_teacher) == {str(k) for k in QUICK.staleness}
+    assert stale_teacher["0"]["ne"] == synthetic["teacher"]["ne"]
+    assert stale_teacher["1"]["clicks"] == synthetic["teacher"]["clicks"], (
+        "the same slices at every staleness"
+    )
     assert set(synthetic["ne_by_day"]["vm-facebook_feed (full)"]) == set(evaluation)
     bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
     assert not bad, f"non-finite numbers: {bad}"  # undefined ratios are written as null
@@ -65,3 +81,18 @@ def test_the_config_refuses_what_it_cannot_measure() -> None:
     days = [f"2026-01-{d:02d}" for d in range(1, 8)]
     assert TransferBenchConfig(days=7, staleness=(0, 1)).student_days(days) == days[3:6]
     assert TransferBenchConfig(days=7, staleness=(0, 1)).evaluation_days(days) == days[4:7]
+
+
+def test_the_drifting_world_moves_at_the_committed_pace(tmp_path: Path) -> None:
+    settings = bench_settings(Settings(), str(tmp_path), SYNTHETIC)
+    world = drifting_world(settings, SYNTHETIC)
+    assert "synthetic_drift" in SYNTHETIC.datasets and SYNTHETIC.fast_drift == FAST_DRIFT
+    assert (world.config.seed, world.config.events_per_day) == (
+        SYNTHETIC.world_seed,
+        SYNTHETIC.events_per_day,
+    )
+    day0, day1 = (world.active_ads(ds)["item_id"].to_numpy() for ds in ("2026-01-01", "2026-01-02"))
+    assert len(set(day1) - set(day0)) == round(FAST_DRIFT.ad_churn * world.config.n_active_ads)
+    default = WorldConfig()
+    for knob in ("user_drift", "ad_drift", "ad_bias_drift", "ad_churn"):
+        assert getattr(world.config, knob) == getattr(FAST_DRIFT, knob) > getattr(default, knob), knob
