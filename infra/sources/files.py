@@ -86,6 +86,16 @@ def _require_columns(path: Path, names: list[str]) -> None:
         raise EventsFileError(f"{path}: missing column(s) {', '.join(map(repr, missing))} of EVENTS_SCHEMA")
 
 
+def write_day_events(events_dir: Path, ds: str, table: pa.Table) -> None:
+    """Write `table` as `<events_dir>/ds=<ds>/events.parquet`, the layout `FileSource` reads: under a
+    temporary name, then renamed, so a re-run replaces the file whole and a reader never sees half of it."""
+    folder = events_dir / f"ds={ds}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".events.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(folder / "events.parquet")
+
+
 def read_parquet_events(path: Path) -> Iterator[pa.RecordBatch]:
     """Batches of one Parquet events file, checked and cast to RAW_EVENTS_SCHEMA."""
     parquet = pq.ParquetFile(path)

@@ -36,9 +36,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from infra.schema import EVENTS_SCHEMA, SURFACES, TS_TYPE
+from infra.sources.files import write_day_events
 
 RECBOLE = "recbole==1.2.1"
 WHEEL_GLOB = "recbole-1.2.1-*.whl"
@@ -226,14 +226,10 @@ def write_movielens_events(
     """Write `<events_dir>/ds=<ds>/events.parquet` (EVENTS_SCHEMA) for ml-100k's weeks; return the days.
 
     Fetches the wheel into `cache_dir` if needed; `max_days` keeps the first weeks only.
-    Each file is written under a temporary name and renamed, so a re-run replaces it.
+    Each file is written by `write_day_events`, so a re-run replaces it.
     """
     days = movielens_events(*read_ml100k(fetch_recbole_wheel(cache_dir)), start_date)
     written = list(days)[:max_days]
     for ds in written:
-        folder = events_dir / f"ds={ds}"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".events.parquet.tmp"
-        pq.write_table(days[ds], tmp)
-        tmp.replace(folder / "events.parquet")
+        write_day_events(events_dir, ds, days[ds])
     return written

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from infra.schema import AD_FORMATS, EVENTS_SCHEMA, ITEM_KINDS, SURFACES, TS_TYPE
+from infra.sources.files import write_day_events
 from infra.sources.world_state import (
     AD_ID_BASE,
     COUNTRIES,
@@ -319,12 +319,8 @@ def _rechunk(blocks: Iterator[Rows], size: int) -> Iterator[Rows]:
 
 def write_world_events(world: SyntheticWorld, events_dir: Path, days: list[str]) -> list[str]:
     """Write `<events_dir>/ds=<ds>/events.parquet` (EVENTS_SCHEMA) for each of `days`: the world's
-    events as a user's own logs, for the `files` source. Each file is written under a temporary name
-    and renamed, so a re-run replaces it. Returns `days`."""
+    events as a user's own logs, for the `files` source (`write_day_events`: a re-run replaces a file).
+    Returns `days`."""
     for ds in days:
-        folder = events_dir / f"ds={ds}"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".events.parquet.tmp"
-        pq.write_table(world.day_table(ds), tmp)
-        tmp.replace(folder / "events.parquet")
+        write_day_events(events_dir, ds, world.day_table(ds))
     return days
