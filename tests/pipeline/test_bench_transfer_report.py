@@ -46,16 +46,23 @@ def _staleness(aux0: float, aux2: float, adapter2: float) -> dict:
     }
 
 
+TEACHER = {"0": {"ne": 0.70}, "2": {"ne": 0.75}}
+
+
 def test_adapter_recovery() -> None:
-    assert adapter_recovery(_staleness(0.80, 0.84, 0.81))["holds"] is True  # recovers 3/4
-    verdict = adapter_recovery(_staleness(0.80, 0.84, 0.83))  # recovers 1/4
+    assert adapter_recovery(_staleness(0.80, 0.84, 0.81), TEACHER)["holds"] is True  # recovers 3/4
+    verdict = adapter_recovery(_staleness(0.80, 0.84, 0.83), TEACHER)  # recovers 1/4
     assert verdict["holds"] is False and abs(verdict["share"] - 0.25) < 1e-9
-    assert adapter_recovery(_staleness(0.80, 0.79, 0.79))["holds"] is False, "nothing lost: not shown"
-    assert adapter_recovery({"0": {}})["holds"] is None
+    assert abs(verdict["teacher_ne_lost"] - 0.05) < 1e-9
+    assert adapter_recovery(_staleness(0.80, 0.79, 0.79), TEACHER)["holds"] is False, (
+        "nothing lost: not shown"
+    )
+    assert adapter_recovery({"0": {}}, TEACHER)["holds"] is None
     noisy = _staleness(0.80, 0.84, 0.81)
     noisy["2"]["aux_head"]["ne_std"] = 0.03
-    verdict = adapter_recovery(noisy)
+    verdict = adapter_recovery(noisy, TEACHER)
     assert verdict["holds"] is False and math.isnan(verdict["share"]), "a loss within 2x spread is noise"
+    assert "gem-fm itself loses 0.0500" in verdict["note"]
 
 
 def test_aux_head_calibration() -> None:
