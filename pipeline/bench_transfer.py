@@ -34,13 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.days import shift_day
 from infra.schema import SURFACE_DOMAINS, SURFACES
 from infra.settings import Settings
 from pipeline.hierarchy import FM_NAME, StudentSpec, domain_fm, vertical_model
 from teacher.train import TrainConfig
+
+if TYPE_CHECKING:
+    from infra.sources.synthetic import SyntheticWorld
 
 METHOD_NAMES: tuple[str, ...] = ("alone", "kd", "aux_head", "adapter", "representation", "sharing", "full")
 METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
@@ -470,7 +473,7 @@ def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> S
     )
 
 
-def drifting_world(settings: Settings, cfg: TransferBenchConfig) -> Any:
+def drifting_world(settings: Settings, cfg: TransferBenchConfig) -> SyntheticWorld:
     """The `synthetic_drift` world: the bench's synthetic world (`settings`) moving at `cfg.fast_drift`."""
     from infra.sources.synthetic import SyntheticWorld, WorldConfig
 
