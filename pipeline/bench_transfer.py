@@ -194,8 +194,10 @@ def write_fm_knowledge(settings: Settings, days: list[str], delay: int, spark: A
             generate_teacher_knowledge(settings, FM_NAME, ds, config, version=teacher.version, spark=spark)
 
 
-def _variant(spec: StudentSpec, tag: str, teacher: str | None = None) -> StudentSpec:
-    return dataclasses.replace(spec, name=f"{spec.name}.{tag}", teacher=teacher or spec.teacher)
+def _variant(spec: StudentSpec, tag: str) -> StudentSpec:
+    """`spec` under a bench name; it draws the same random numbers as every other variant of `spec`
+    (common random numbers), so a seed's methods and staleness levels differ only by what they learn."""
+    return dataclasses.replace(spec, name=f"{spec.name}.{tag}", seed_name=spec.seed_key)
 
 
 def train_domain_fms(
@@ -401,7 +403,8 @@ def _over_seeds(
     measured: Measured, cfg: TransferBenchConfig, model: Callable[[int, str], dict[str, float]]
 ) -> dict[str, float]:
     """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
-    the mean and spread over seeds, with its transfer ratio against the same seed's VM alone."""
+    the mean and spread over seeds (and each seed's NE, for paired comparisons), with its transfer ratio
+    against the same seed's VM alone."""
 
     def per_seed(metric: str) -> list[float]:
         return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]
@@ -411,6 +414,7 @@ def _over_seeds(
     ]
     return {m: _mean(per_seed(m)) for m in (*METRICS, "clicks")} | {
         "ne_std": _std(per_seed("ne")),
+        "ne_by_seed": per_seed("ne"),
         "transfer_ratio": _mean(ratios),
         "transfer_ratio_std": _std(ratios),
     }

@@ -4,12 +4,14 @@
 (each with the numbers it compared); `markdown` renders the report; `plots` draws
 transfer ratio by method (bars with the seeds' spread), VM NE against the
 teacher's staleness per method, and NE by day of the FM, domain FMs and VMs. A
-difference is called a win only when larger than twice the seeds' spread.
+difference is called a win only when larger than twice the spread of its seed-by-seed
+differences (`paired_difference`).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +44,39 @@ def full_versus_kd(methods: dict[str, Any]) -> dict[str, Any]:
     return {**verdict, "factor": factor, "holds": bool(_finite(factor) and factor >= FULL_OVER_KD_TARGET)}
 
 
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
+    """NE of `a` minus NE of `b`, seed by seed (`ne_by_seed`): the mean difference, and twice the spread
+    of the differences. The bench's variants of a student draw the same random numbers for a seed, so
+    a pair differs only by what the two learned: their differences' spread is the noise to beat."""
+    differences = [x - y for x, y in zip(a["ne_by_seed"], b["ne_by_seed"], strict=True) if _finite(x, y)]
+    if not differences:
+        return math.nan, math.nan
+    spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
+    return statistics.fmean(differences), NOISE_SPREADS * spread
+
+
 def adapter_recovery(
     staleness: dict[str, Any], teacher: dict[str, dict[str, float]], stale: int = 2
 ) -> dict[str, Any]:
     """ExFM's claim: the adapter recovers at least half of the NE a `stale`-day-old teacher costs.
 
-    Lost = NE_aux_head(k) - NE_aux_head(0); recovered = NE_aux_head(k) - NE_adapter(k). A loss
-    within twice the seeds' spread of the aux head's NE is noise: nothing measurable to recover.
+    Lost = NE_aux_head(k) - NE_aux_head(0), seed by seed (`paired_difference`); recovered =
+    NE_aux_head(k) - NE_adapter(k). A loss within twice the spread of the seeds' losses is noise:
+    nothing measurable to recover.
     Beside it, what staleness costs gem-fm itself on the same slices (`teacher`, per staleness).
     """
     k = str(stale)
     if "0" not in staleness or k not in staleness or not {"aux_head", "adapter"} <= staleness["0"].keys():
         return {"holds": None, "why": f"needs staleness 0 and {stale}, methods aux_head and adapter"}
     fresh, old = staleness["0"]["aux_head"], staleness[k]["aux_head"]
-    lost = old["ne"] - fresh["ne"]
-    noise = NOISE_SPREADS * max(fresh.get("ne_std", 0.0), old.get("ne_std", 0.0))
+    lost, noise = paired_difference(old, fresh)
     recovered = old["ne"] - staleness[k]["adapter"]["ne"]
     measurable = _finite(lost, noise) and lost > noise
     share = recovered / lost if measurable and _finite(recovered) else math.nan
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
     note = (
-        f"a {stale}-day-stale teacher costs the aux-head VM {lost:.4f} NE, within twice the seeds' "
-        f"spread ({noise:.4f}), while gem-fm itself loses {teacher_lost:.4f}"
+        f"a {stale}-day-stale teacher costs the aux-head VM {lost:.4f} NE, within twice the spread of "
+        f"the seeds' losses ({noise:.4f}), while gem-fm itself loses {teacher_lost:.4f}"
     )
     return {
         "stale_days": stale,
@@ -128,9 +141,8 @@ def claims(dataset: dict[str, Any]) -> dict[str, Any]:
 
 
 def _win(method: dict[str, Any], alone: dict[str, Any]) -> str:
-    """A win over `alone` only when the NE gap exceeds twice the larger spread."""
-    gap = alone["ne"] - method["ne"]
-    spread = NOISE_SPREADS * max(method["ne_std"], alone["ne_std"])
+    """A win over `alone` only when the NE gap exceeds twice the spread of the seeds' gaps."""
+    gap, spread = paired_difference(alone, method)
     if not _finite(gap, spread) or spread == 0:
         return "n/a (1 seed)" if spread == 0 else "n/a"
     return "win" if gap > spread else ("loss" if -gap > spread else "within noise")

@@ -21,12 +21,20 @@ VM_PREFIX = "vm-"
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """One student model: its registered name, kind, the surfaces it learns and its teacher."""
+    """One student model: its registered name, kind, the surfaces it learns and its teacher; and the name
+    its random numbers (initial weights, each day's batch order) are drawn under, its own by default.
+    Variants of one student that share `seed_name` differ only by what they learn, not by their luck."""
 
     name: str
     kind: str  # "domain" or "vm"
     surfaces: tuple[str, ...]
     teacher: str  # the registered name of the model whose knowledge it learns from
+    seed_name: str = ""  # "": `name`
+
+    @property
+    def seed_key(self) -> str:
+        """The name the student's random streams are seeded by."""
+        return self.seed_name or self.name
 
 
 def domain_fm_name(domain: str) -> str:

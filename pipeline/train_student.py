@@ -119,7 +119,7 @@ def _fresh_student(
     spec: StudentSpec, transfer: TransferConfig, teacher: GemFM, rows: StudentRows, seed: int
 ) -> Student:
     """A new student whose backbone is derived from the teacher's config; heads at the base rates."""
-    torch.manual_seed(day_seed(seed, f"init:{spec.name}"))
+    torch.manual_seed(day_seed(seed, f"init:{spec.seed_key}"))
     config = StudentConfig(
         backbone=student_backbone(spec.kind, teacher.config, transfer.share),
         transfer=transfer,
@@ -198,7 +198,7 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
         rows.table, student.config.teacher_tasks, student.config.teacher_embed_dim, sequence_length(transfer)
     )
     labels, mask = labels_and_mask(rows.table, backbone.tasks)
-    torch.manual_seed(day_seed(config.train.seed, f"{spec.name}:{ds}"))
+    torch.manual_seed(day_seed(config.train.seed, f"{spec.seed_key}:{ds}"))
     stats = train_student_interval(
         student,
         optimizer,

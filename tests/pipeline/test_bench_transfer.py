@@ -45,6 +45,7 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
             values = dataset["methods"][method]
             assert set(values) >= {"ne", "auc", "calibration", "transfer_ratio", "ne_std"}
             assert all(values[k] is not None for k in ("ne", "auc", "calibration", "ne_std")), method
+            assert len(values["ne_by_seed"]) == len(QUICK.seeds)
     for k in QUICK.staleness:
         assert set(synthetic["staleness"][str(k)]) == set(METHOD_NAMES)
         assert all("ne" in v for v in synthetic["staleness"][str(k)].values())

@@ -8,7 +8,13 @@ import torch
 
 from infra.schema import SURFACES
 from pipeline.bench_transfer import _over_surfaces, pooled_metrics, transfer_ratio
-from pipeline.bench_transfer_report import adapter_recovery, aux_head_calibration, full_versus_kd
+from pipeline.bench_transfer_report import (
+    _win,
+    adapter_recovery,
+    aux_head_calibration,
+    full_versus_kd,
+    paired_difference,
+)
 
 
 def test_transfer_ratio() -> None:
@@ -39,10 +45,15 @@ def test_full_versus_kd_refuses_a_factor_over_a_kd_ratio_within_noise_of_zero() 
     assert full_versus_kd(methods)["holds"] is True, "a KD ratio clear of its spread keeps the factor (18)"
 
 
+def _arm(ne: float, jitter: tuple[float, ...] = (0.0, 0.0, 0.0)) -> dict:
+    """One method at one staleness: its NE, and each seed's (ne + jitter)."""
+    return {"ne": ne, "ne_by_seed": [ne + j for j in jitter]}
+
+
 def _staleness(aux0: float, aux2: float, adapter2: float) -> dict:
     return {
-        "0": {"aux_head": {"ne": aux0}, "adapter": {"ne": aux0}},
-        "2": {"aux_head": {"ne": aux2}, "adapter": {"ne": adapter2}},
+        "0": {"aux_head": _arm(aux0), "adapter": _arm(aux0)},
+        "2": {"aux_head": _arm(aux2), "adapter": _arm(adapter2)},
     }
 
 
@@ -59,10 +70,20 @@ def test_adapter_recovery() -> None:
     )
     assert adapter_recovery({"0": {}}, TEACHER)["holds"] is None
     noisy = _staleness(0.80, 0.84, 0.81)
-    noisy["2"]["aux_head"]["ne_std"] = 0.03
+    noisy["2"]["aux_head"] = _arm(0.84, (-0.04, 0.0, 0.04))
     verdict = adapter_recovery(noisy, TEACHER)
     assert verdict["holds"] is False and math.isnan(verdict["share"]), "a loss within 2x spread is noise"
     assert "gem-fm itself loses 0.0500" in verdict["note"]
+
+
+def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
+    luck = (-0.03, 0.0, 0.03)  # each seed's level, common to both arms (common random numbers)
+    alone, method = _arm(0.90, luck), _arm(0.89, (-0.029, 0.0, 0.029))  # seed by seed 0.01 +- 0.001
+    gap, spread = paired_difference(alone, method)
+    assert abs(gap - 0.01) < 1e-9 and abs(spread - 0.002) < 1e-9, "the levels' spread (0.03) cancels"
+    assert _win(method, alone) == "win"
+    assert _win(_arm(0.89, (0.0, 0.03, -0.03)), alone) == "within noise", "unpaired luck is noise"
+    assert _win(_arm(0.89, (0.0,)), _arm(0.90, (0.0,))) == "n/a (1 seed)"
 
 
 def test_aux_head_calibration() -> None:

@@ -180,3 +180,18 @@ def test_the_domain_fm_refreshes_gem_fms_id_tables_each_day(settings: Settings, 
         assert all(torch.equal(mine[k], gem[k]) for k in gem), f"{ds}: the tables of {teacher}, frozen"
     first, second = (chain[f"domain {ds}"]["registered"]["teacher"] for ds in (D2, D3))
     assert first != second, "D3 learned from a newer gem-fm, whose tables replaced D2's"
+
+
+def test_variants_sharing_a_seed_name_draw_the_same_random_numbers(settings: Settings) -> None:
+    base = vertical_model("instagram_feed", "direct")
+    alone = DistillConfig(vm_method="alone", path="direct", train=TrainConfig(batch_size=128))
+
+    def weights(name: str, seed_name: str) -> dict[str, torch.Tensor]:
+        spec = dataclasses.replace(base, name=name, seed_name=seed_name)
+        train_student(settings, spec, D3, alone)
+        return load_student(checkpoint_uri(settings.lake, name, D3))[0].state_dict()
+
+    first, twin = weights(f"{base.name}.a", base.name), weights(f"{base.name}.b", base.name)
+    other = weights(f"{base.name}.c", f"{base.name}.c")
+    assert all(torch.equal(first[k], twin[k]) for k in first), "same seed name: the same training"
+    assert not all(torch.equal(first[k], other[k]) for k in first), "another seed name: other draws"
