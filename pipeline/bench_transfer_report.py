@@ -142,9 +142,11 @@ def claims(dataset: dict[str, Any]) -> dict[str, Any]:
 
 def _win(method: dict[str, Any], alone: dict[str, Any]) -> str:
     """A win over `alone` only when the NE gap exceeds twice the spread of the seeds' gaps."""
+    if len(alone["ne_by_seed"]) < 2:
+        return "n/a (1 seed)"
     gap, spread = paired_difference(alone, method)
-    if not _finite(gap, spread) or spread == 0:
-        return "n/a (1 seed)" if spread == 0 else "n/a"
+    if not _finite(gap, spread):
+        return "n/a"
     return "win" if gap > spread else ("loss" if -gap > spread else "within noise")
 
 
