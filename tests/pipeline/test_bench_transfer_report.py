@@ -84,6 +84,7 @@ def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
     assert _win(method, alone) == "win"
     assert _win(_arm(0.89, (0.0, 0.03, -0.03)), alone) == "within noise", "unpaired luck is noise"
     assert _win(_arm(0.89, (0.0,)), _arm(0.90, (0.0,))) == "n/a (1 seed)"
+    assert _win(_arm(0.89), _arm(0.90)) == "win", "three seeds with the same gap: no spread, still a win"
 
 
 def test_aux_head_calibration() -> None:
