@@ -479,17 +479,10 @@ def bench_settings(settings: Settings, root: str, cfg: TransferBenchConfig) -> S
 
 def drifting_world(settings: Settings, cfg: TransferBenchConfig) -> SyntheticWorld:
     """The `synthetic_drift` world: the bench's synthetic world (`settings`) moving at `cfg.fast_drift`."""
-    from infra.sources.synthetic import SyntheticWorld, WorldConfig
+    from infra.sources.select import world_config
+    from infra.sources.synthetic import SyntheticWorld
 
-    return SyntheticWorld(
-        WorldConfig(
-            seed=settings.seed,
-            start_date=settings.start_date,
-            events_per_day=settings.events_per_day,
-            n_users=settings.n_users,
-            **dataclasses.asdict(cfg.fast_drift),
-        )
-    )
+    return SyntheticWorld(dataclasses.replace(world_config(settings), **dataclasses.asdict(cfg.fast_drift)))
 
 
 def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> dict[str, Any]:
@@ -510,8 +503,8 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
                     Path(lake.events_dir), lake.start_date, MOVIELENS_CACHE, cfg.movielens_days
                 )
             else:
-                world = drifting_world(lake, cfg)
-                days = write_world_events(world, Path(lake.events_dir), bench_days(lake.start_date, cfg.days))
+                days = bench_days(lake.start_date, cfg.days)
+                write_world_events(drifting_world(lake, cfg), Path(lake.events_dir), days)
         build_lake(lake, days)
         measured = measure_dataset(lake, cfg, days)
     summary = summarise(measured, cfg)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from infra.sources.synthetic import WorldConfig
 
 
 class EventSource(Protocol):
@@ -18,18 +21,24 @@ class EventSource(Protocol):
         ...
 
 
+def world_config(settings: Settings) -> WorldConfig:
+    """The synthetic world the settings name: their seed, start date, events per day and users."""
+    from infra.sources.synthetic import WorldConfig
+
+    return WorldConfig(
+        seed=settings.seed,
+        start_date=settings.start_date,
+        events_per_day=settings.events_per_day,
+        n_users=settings.n_users,
+    )
+
+
 def open_source(settings: Settings) -> EventSource:
     """`SyntheticWorld` (settings.source == "synthetic") or `FileSource(settings.events_dir)`."""
     if settings.source == "files":
         from infra.sources.files import FileSource
 
         return FileSource(settings.events_dir)
-    from infra.sources.synthetic import SyntheticWorld, WorldConfig
+    from infra.sources.synthetic import SyntheticWorld
 
-    config = WorldConfig(
-        seed=settings.seed,
-        start_date=settings.start_date,
-        events_per_day=settings.events_per_day,
-        n_users=settings.n_users,
-    )
-    return SyntheticWorld(config)
+    return SyntheticWorld(world_config(settings))

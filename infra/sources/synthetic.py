@@ -317,10 +317,8 @@ def _rechunk(blocks: Iterator[Rows], size: int) -> Iterator[Rows]:
         yield {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
 
 
-def write_world_events(world: SyntheticWorld, events_dir: Path, days: list[str]) -> list[str]:
+def write_world_events(world: SyntheticWorld, events_dir: Path, days: list[str]) -> None:
     """Write `<events_dir>/ds=<ds>/events.parquet` (EVENTS_SCHEMA) for each of `days`: the world's
-    events as a user's own logs, for the `files` source (`write_day_events`: a re-run replaces a file).
-    Returns `days`."""
+    events as a user's own logs, for the `files` source (`write_day_events`: a re-run replaces a file)."""
     for ds in days:
         write_day_events(events_dir, ds, world.day_table(ds))
-    return days
