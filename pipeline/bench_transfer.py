@@ -555,15 +555,12 @@ def model_sizes(cfg: TransferBenchConfig) -> dict[str, dict[str, float]]:
 
 def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir: str) -> dict[str, Any]:
     """Measure every dataset, check the claims, write `transfer.json`, `transfer.md`, plots; log to MLflow."""
-    import json
     import os
     import platform
-    from pathlib import Path
 
     import torch
 
-    from infra import registry
-    from pipeline.bench_transfer_report import claims, markdown, plots
+    from pipeline.bench_transfer_report import claims
 
     start = time.perf_counter()
     datasets = run_datasets(settings, cfg)
@@ -575,6 +572,20 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
         "models": model_sizes(cfg),
         "wall_seconds": time.perf_counter() - start,
     }
+    write_transfer_report(settings, report, out_dir, dataclasses.asdict(cfg))
+    return report
+
+
+def write_transfer_report(
+    settings: Settings, report: dict[str, Any], out_dir: str, params: dict[str, Any]
+) -> list[Path]:
+    """Write `transfer.json`, `transfer.md` and the plots into `out_dir`, log them with the headline
+    numbers and `params` as one MLflow run, print the Markdown; returns the files."""
+    import json
+
+    from infra import registry
+    from pipeline.bench_transfer_report import markdown, plots
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "transfer.json").write_text(json.dumps(_undefined_as_null(report), indent=2, allow_nan=False))
@@ -583,14 +594,14 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
     files = [out / "transfer.json", out / "transfer.md", *plots(report, out)]
     headline = {
         f"{name}/{method}/{metric}": value
-        for name, data in datasets.items()
+        for name, data in report["datasets"].items()
         for method, values in data["methods"].items()
         for metric, value in values.items()
         if metric in ("ne", "transfer_ratio")
     }
-    registry.log_report(settings, "bench-transfer", files, headline, dataclasses.asdict(cfg))
+    registry.log_report(settings, "bench-transfer", files, headline, params)
     print(text)
-    return report
+    return files
 
 
 def _undefined_as_null(value: Any) -> Any:

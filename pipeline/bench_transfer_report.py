@@ -155,7 +155,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Transfer benchmark",
         "",
-        f"Wall time: {report['wall_seconds'] / 60:.1f} min. {report['machine']}",
+        f"Wall time: {report['wall_seconds'] / 60:.1f} min{_runs(report)}. {report['machine']}",
         "",
     ]
     for name, data in report["datasets"].items():
@@ -191,7 +191,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| gem-fm itself (its logged predictions) | {cells} |")
         lines += ["", "Claims:", ""]
         for claim, verdict in data["claims"].items():
-            holds = {True: "holds", False: "**does not hold**", None: "not measured"}[verdict["holds"]]
+            # None (NaN once read back by a join: JSON null) is a claim not measured
+            holds = {True: "holds", False: "**does not hold**"}.get(verdict["holds"], "not measured")
             detail = ", ".join(
                 f"{k}={_fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness")
             )
@@ -206,6 +207,15 @@ def markdown(report: dict[str, Any]) -> str:
     for model, facts in report["models"].items():
         lines.append(f"| {model} | {facts['parameters']:,} | {facts['flops_per_example']:,.0f} |")
     return "\n".join(lines)
+
+
+def _runs(report: dict[str, Any]) -> str:
+    """A joined report's runs (`bench_transfer_join`), each with its datasets and wall time."""
+    runs = report.get("runs", [])
+    if len(runs) < 2:
+        return ""
+    parts = "; ".join(f"{', '.join(r['datasets'])} {r['wall_seconds'] / 60:.1f} min" for r in runs)
+    return f", the sum of {len(runs)} runs joined ({parts})"
 
 
 def _first_hop(data: dict[str, Any]) -> str:

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--datasets", nargs="+", default=None, help="transfer: synthetic, synthetic_drift, movielens"
     )
+    bench.add_argument(
+        "--join", nargs="+", default=None, metavar="DIR", help="transfer: join these runs' reports into --out"
+    )
     bench.add_argument("--examples", type=int, default=100_000, help="knowledge: examples in the day")
     bench.add_argument("--out", default="reports", help="folder for the reports")
     return parser
@@ -325,7 +328,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         from pipeline.bench_data import run_data_benchmark
 
         run_data_benchmark(settings, sizes=args.sizes, out_dir=args.out)
-    if args.command == "bench" and args.suite == "transfer":
+    if args.command == "bench" and args.suite == "transfer" and args.join:
+        from pipeline.bench_transfer_join import join_transfer_runs
+
+        try:
+            join_transfer_runs(settings, args.join, out_dir=args.out)
+        except ValueError as unjoinable:
+            raise SystemExit(f"distillery bench transfer --join: {unjoinable}") from unjoinable
+    if args.command == "bench" and args.suite == "transfer" and not args.join:
         from pipeline.bench_transfer import QUICK, SYNTHETIC, run_transfer_benchmark
 
         overrides = {

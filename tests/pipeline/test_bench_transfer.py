@@ -20,6 +20,7 @@ from pipeline.bench_transfer import (
     drifting_world,
     run_transfer_benchmark,
 )
+from pipeline.bench_transfer_join import join_transfer_runs
 
 
 def _numbers(value: object, path: str = "") -> list[tuple[str, float]]:
@@ -70,6 +71,18 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
         for name in ("transfer_ratio", "staleness", "ne_by_day"):
             assert (tmp_path / "out" / f"{name}_{dataset}.png").stat().st_size > 0
     assert (tmp_path / "out" / "transfer.md").read_text().count("## ") >= 3
+
+    for dataset in ("synthetic", "movielens"):  # one run per dataset, joined: the same report
+        (tmp_path / dataset).mkdir()
+        part = report | {"datasets": {dataset: report["datasets"][dataset]}}
+        (tmp_path / dataset / "transfer.json").write_text(json.dumps(part))
+    parts = [str(tmp_path / "movielens"), str(tmp_path / "synthetic")]
+    join_transfer_runs(settings, parts, str(tmp_path / "j"))
+    joined = json.loads((tmp_path / "j" / "transfer.json").read_text())
+    assert joined["datasets"] == report["datasets"]
+    assert joined["wall_seconds"] == 2 * report["wall_seconds"]
+    assert "the sum of 2 runs joined (movielens" in (tmp_path / "j" / "transfer.md").read_text()
+    assert (tmp_path / "j" / "staleness_movielens.png").stat().st_size > 0
 
 
 def test_the_config_refuses_what_it_cannot_measure() -> None:
