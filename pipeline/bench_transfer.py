@@ -560,6 +560,7 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
 
     import torch
 
+    from infra.registry import git_sha
     from pipeline.bench_transfer_report import claims
 
     start = time.perf_counter()
@@ -568,6 +569,7 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
         data["claims"] = claims(data)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "code": git_sha(),  # the commit that measured it: a join refuses runs of different code
         "datasets": datasets,
         "models": model_sizes(cfg),
         "wall_seconds": time.perf_counter() - start,

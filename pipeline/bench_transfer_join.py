@@ -2,8 +2,8 @@
 
 The committed setup takes about three hours on two cores, longer than one sitting (or one
 machine's lease). Each dataset can be run on its own (`--datasets <name> --out DIR`) and the
-runs joined here, provided they measured one setup: the same machine, the same models, and
-every dataset's setup equal but for its days. The joined wall time is the runs' sum, and
+runs joined here, provided they measured one setup: the same machine, the same code (commit),
+the same models, and every dataset's setup equal but for its days. The joined wall time is the runs' sum, and
 the report keeps each run's datasets and wall time under `runs`. A joined report joins again
 (a dataset added to the committed report later), its runs kept.
 """
@@ -53,8 +53,8 @@ def join_reports(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     datasets: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
     for name, report in runs.items():
-        for field in ("machine", "models"):
-            if report[field] != first[field]:
+        for field in ("machine", "code", "models"):
+            if report.get(field) != first.get(field):
                 raise ValueError(f"{name}: its {field} differs from {first_name}'s: not one setup")
         for dataset, data in report["datasets"].items():
             if dataset in datasets:
@@ -66,6 +66,7 @@ def join_reports(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             datasets[dataset], origin[dataset] = data, name
     return {
         "machine": first["machine"],
+        "code": first.get("code", "unrecorded"),
         "datasets": {d: datasets[d] for d in DATASETS if d in datasets},
         "models": first["models"],
         "wall_seconds": sum(report["wall_seconds"] for report in runs.values()),

@@ -155,7 +155,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Transfer benchmark",
         "",
-        f"Wall time: {report['wall_seconds'] / 60:.1f} min{_runs(report)}. {report['machine']}",
+        f"Wall time: {report['wall_seconds'] / 60:.1f} min{_runs(report)}. {report['machine']}; "
+        f"measured by commit {report.get('code', 'unrecorded')[:12]}",
         "",
     ]
     for name, data in report["datasets"].items():

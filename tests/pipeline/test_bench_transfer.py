@@ -66,6 +66,7 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
     assert not bad, f"non-finite numbers: {bad}"  # undefined ratios are written as null
     assert set(report["datasets"]) == {"synthetic", "movielens"}
+    assert len(report["code"]) == 40, "the commit that measured it"
     assert {"gem-fm", "domain-fm-facebook", "vm-facebook_feed (full)"} <= set(synthetic["ne_by_day"])
     for dataset in ("synthetic", "movielens"):
         for name in ("transfer_ratio", "staleness", "ne_by_day"):

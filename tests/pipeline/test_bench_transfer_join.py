@@ -18,6 +18,7 @@ def _run(datasets: tuple[str, ...], wall_seconds: float, seeds: list[int] | None
     """A report as `run_transfer_benchmark` writes it, reduced to what a join reads."""
     return {
         "machine": "x86_64, 2 cores, torch 2.13.0+cpu",
+        "code": "c9c9de5",
         "models": {"gem-fm": {"parameters": 1000, "flops_per_example": 2000.0}},
         "wall_seconds": wall_seconds,
         "datasets": {
@@ -40,6 +41,7 @@ def test_runs_over_disjoint_datasets_join_in_the_benchmarks_order_with_their_wal
 
     assert list(joined["datasets"]) == ["synthetic", "synthetic_drift", "movielens"]
     assert joined["wall_seconds"] == 150.0
+    assert joined["code"] == "c9c9de5"
     assert joined["runs"] == [
         {"from": "a", "datasets": ["movielens"], "wall_seconds": 60.0},
         {"from": "b", "datasets": ["synthetic", "synthetic_drift"], "wall_seconds": 90.0},
@@ -65,6 +67,14 @@ def test_runs_of_different_setups_or_one_dataset_twice_are_refused_by_name() -> 
     other_machine["machine"] = "arm64, 8 cores"
     with pytest.raises(ValueError, match="b: its machine differs from a's"):
         join_reports({"a": _run(("movielens",), 1.0), "b": other_machine})
+    newer = _run(("synthetic",), 1.0)
+    newer["code"] = "683bf4b"
+    with pytest.raises(ValueError, match="b: its code differs from a's"):
+        join_reports({"a": _run(("movielens",), 1.0), "b": newer})
+    unrecorded = _run(("synthetic",), 1.0)
+    del unrecorded["code"]
+    with pytest.raises(ValueError, match="b: its code differs from a's"):
+        join_reports({"a": _run(("movielens",), 1.0), "b": unrecorded})
     bigger = _run(("synthetic",), 1.0)
     bigger["models"]["gem-fm"]["parameters"] = 2000
     with pytest.raises(ValueError, match="b: its models differs"):
