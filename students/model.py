@@ -36,6 +36,11 @@ class RepresentationInput(nn.Module):
     without teacher output). "sequence" (LoopFM): a projection of the masked mean of
     the user's past teacher embeddings, never the example's own, so serving needs no
     teacher call. No bias: a row without knowledge gets exactly the backbone's embedding.
+
+    The projection starts at zero (as ControlNet's zero convolutions and ReZero's residual
+    gates do): a fresh student is the backbone alone, and the teacher's embedding joins it
+    along the loss's gradient, instead of entering as a random projection whose draw decides
+    how much of it a student given a few hundred steps can read.
     """
 
     def __init__(self, mode: str, teacher_embed_dim: int, embed_dim: int) -> None:
@@ -44,6 +49,7 @@ class RepresentationInput(nn.Module):
             raise ValueError(f"representation mode must be 'input' or 'sequence', got {mode!r}")
         self.mode = mode
         self.project = nn.Linear(teacher_embed_dim, embed_dim, bias=False)
+        nn.init.zeros_(self.project.weight)
 
     def forward(self, knowledge: Knowledge) -> torch.Tensor:
         """-> (B, E)."""

@@ -80,8 +80,29 @@ def _serving(student: Student, k: Knowledge) -> torch.Tensor:
     return student(random_batch(student.config.backbone, B, seed=1), k).serving
 
 
+def _trained(student: Student) -> Student:
+    """`student` with a representation projection as training leaves it: not zero."""
+    assert student.representation is not None
+    with torch.no_grad():
+        student.representation.project.weight.normal_(generator=torch.Generator().manual_seed(3))
+    return student
+
+
+def test_a_fresh_representation_input_has_no_effect_until_it_learns_one() -> None:
+    student = _student(TransferConfig(representation="input"))
+    batch, k = random_batch(student.config.backbone, B, seed=1), _knowledge()
+    assert torch.equal(student(batch, k).serving, student.backbone(batch))  # the backbone alone
+    labels = torch.randint(0, 2, (B, 2)).float()
+    loss, _ = student_loss(
+        student(batch, k), labels, torch.ones(B, 2), labels, k["teacher_mask"], student.config.transfer
+    )
+    loss.backward()
+    assert student.representation is not None
+    assert student.representation.project.weight.grad.abs().sum() > 0  # yet it learns from the first step
+
+
 def test_sequence_representation_reads_only_real_past_embeddings() -> None:
-    student = _student(TransferConfig(representation="sequence", sequence_length=K))
+    student = _trained(_student(TransferConfig(representation="sequence", sequence_length=K)))
     k = _knowledge()
     base = _serving(student, k)
     own = {**k, "teacher_embedding": torch.randn(B, TEACHER.embed_dim) * 10}
@@ -97,7 +118,7 @@ def test_sequence_representation_reads_only_real_past_embeddings() -> None:
 
 
 def test_input_representation_reads_the_examples_own_embedding() -> None:
-    student = _student(TransferConfig(representation="input"))
+    student = _trained(_student(TransferConfig(representation="input")))
     k = _knowledge()
     base = _serving(student, k)
     other = {**k, "teacher_embedding": k["teacher_embedding"] + 1.0}
