@@ -2,10 +2,11 @@
 
 The committed setup takes about three hours on two cores, longer than one sitting (or one
 machine's lease). Each dataset can be run on its own (`--datasets <name> --out DIR`) and the
-runs joined here, provided they measured one setup: the same machine, the same code (commit),
-the same models, and every dataset's setup equal but for its days. The joined wall time is the runs' sum, and
-the report keeps each run's datasets and wall time under `runs`. A joined report joins again
-(a dataset added to the committed report later), its runs kept.
+runs joined here, provided they measured one setup: the same machine, the same code (the
+commit each report records), the same models, and every dataset's setup equal but for its
+days. The joined wall time is the runs' sum, and the report keeps each run's datasets and
+wall time under `runs`. A joined report joins again (a dataset added to the committed report
+later), its runs kept.
 """
 
 from __future__ import annotations
