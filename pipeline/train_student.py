@@ -5,7 +5,7 @@ Reads:  the student's rows for `ds` (`pipeline.student_data`: its surfaces' exam
         through `ds - 1` (looked up by date), and, for parameter sharing, the registered
         teacher version whose outputs it reads.
 Writes: `<lake>/checkpoints/<student>/ds=<ds>/checkpoint.pt` (student and adapter weights,
-        both optimizers, configs, the teacher version and table versions read, statistics).
+        the optimizers, configs, the teacher version and table versions read, statistics).
 
 A student's first day is the first day its teacher has knowledge: it starts fresh,
 its backbone derived from the teacher's config (`students.config.student_backbone`).
@@ -191,6 +191,7 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
         optimizer.load_state_dict(checkpoint["optimizer"])
         if adapter is not None:
             adapter.load_state_dict(checkpoint["adapter"])
+        if adapter_optimizer is not None:
             adapter_optimizer.load_state_dict(checkpoint["adapter_optimizer"])
     backbone = student.config.backbone
     features = table_to_features(rows.table, backbone)

@@ -9,7 +9,13 @@ to the one before it:
 - `kd`: + standard KD on the serving head, `h(s, y) + 1.0 * h(s, sigma(f))`;
 - `aux_head`: KD moved to a separate distillation head, `h(s, y) + w * h(d, sigma(f))`;
   the teacher reaches the served head only through the backbone;
-- `adapter`: + a student adapter `a = MLP(f)` fit on fresh labels; the head learns `SG(sigma(a))`;
+- `adapter`: + a student adapter `a = f + MLP(f)` fit on fresh labels; the head learns `SG(sigma(a))`.
+  The ladder's is fit on each day's rows before the student's pass, its targets cross-fitted
+  (`adapter_fit="interval"`): the teacher's version, and so its bias, changes every day, and one
+  minibatch's labels (a few dozen clicks) are too few to track it step by step (`"step"`, ExFM's
+  streaming order); and it is affine (`adapter_hidden=0`, per task a rescaled, shifted logit):
+  a day's rows of one VM (1,000-7,000) overfit a 16-unit MLP, whose corrections then fail on
+  rows it did not see;
 - `representation`: + the example's logged teacher embedding as a student input;
 - `sharing`: + the teacher's embedding tables taken by the student, fine-tuned;
 - `full`: the same transfer as `sharing`; the pipeline picks the hierarchical teacher
@@ -31,6 +37,7 @@ from typing import Any
 from teacher.config import FMConfig
 
 ADAPTERS: tuple[str, ...] = ("none", "logit", "context")
+ADAPTER_FITS: tuple[str, ...] = ("interval", "step")
 REPRESENTATIONS: tuple[str, ...] = ("none", "input", "sequence")
 # Named teacher module groups a student may take, as module paths inside GemFM.
 SHARE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -55,8 +62,9 @@ class TransferConfig:
     label_scale: float = 1.0  # alpha: distillation targets become min(alpha * p, 1)
     grad_scale: float = 1.0  # beta: the distillation head's gradient into the backbone, times beta
     adapter: str = "none"  # "none" | "logit" (MLP(f)) | "context" (MLP(f, teacher embedding))
-    adapter_hidden: int = 16
-    adapter_learning_rate: float = 1e-3
+    adapter_fit: str = "interval"  # "interval": on the day's rows first, cross-fitted | "step": per step
+    adapter_hidden: int = 0  # SiLU units of MLP(f); 0: affine
+    adapter_learning_rate: float = 1e-3  # the "step" fit's Adam
     representation: str = "none"  # "none" | "input" (own teacher embedding) | "sequence" (past ones)
     sequence_length: int = 8  # K past teacher embeddings for "sequence"
     share: tuple[str, ...] = ()  # teacher module groups taken, keys of SHARE_GROUPS
@@ -66,6 +74,8 @@ class TransferConfig:
         object.__setattr__(self, "share", tuple(self.share))
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {ADAPTERS}, got {self.adapter!r}")
+        if self.adapter_fit not in ADAPTER_FITS:
+            raise ValueError(f"adapter_fit must be one of {ADAPTER_FITS}, got {self.adapter_fit!r}")
         if self.representation not in REPRESENTATIONS:
             raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
         unknown = sorted(set(self.share) - set(SHARE_GROUPS))
@@ -77,9 +87,10 @@ class TransferConfig:
         for name in ("label_scale", "adapter_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("adapter_hidden", "sequence_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.adapter_hidden < 0:
+            raise ValueError(f"adapter_hidden must be >= 0, got {self.adapter_hidden}")
+        if self.sequence_length < 1:
+            raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
         if self.adapter != "none" and not self.distillation:
             raise ValueError(f"adapter {self.adapter!r} needs a distillation term (kd_weight > 0, aux_head)")
 

@@ -1,11 +1,15 @@
 """Continual student training for one interval, in ExFM's per-step order.
 
 No I/O: the caller brings the student (warm-started or fresh, teacher modules
-already shared), its optimizer, an optional adapter with its optimizer, and the
-day's features, knowledge, labels and label masks, time-ordered. Per minibatch:
-(1) fit the adapter one step on the fresh labels of rows with teacher output,
-(2) recompute the distillation targets `min(alpha * SG(sigma(a)), 1)` (or of
-sigma(f) without an adapter), (3) take one student step on `student_loss`.
+already shared), its optimizer, an optional adapter (with its optimizer for the
+per-step fit), and the day's features, knowledge, labels and label masks,
+time-ordered. An "interval" adapter is first fit on all of the day's rows with
+teacher output, every row's adapted logit coming from a copy fit on the other rows
+(cross-fitted). Then per minibatch: (1) a "step" adapter takes one step on the
+batch's fresh labels, (2) the distillation targets `min(alpha * SG(sigma(a)), 1)`
+(or of sigma(f) without an adapter) are recomputed, (3) the student takes one step
+on `student_loss`. How well the targets, and the teacher's own, predict the fresh
+labels is returned beside the losses: what the adapter exists to improve.
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 
-from adapters.adapter import StudentAdapter, adapted_probabilities, fit_student_adapter
+from adapters.adapter import (
+    StudentAdapter,
+    adapted_probabilities,
+    cross_fitted_logits,
+    fit_student_adapter,
+    fit_student_adapter_to_interval,
+)
 from infra.progress import track
 from students.config import StudentConfig
 from students.knowledge_inputs import Knowledge, slice_knowledge
@@ -38,8 +49,11 @@ def make_adapter(config: StudentConfig) -> StudentAdapter | None:
     return StudentAdapter(len(config.backbone.tasks), context_dim=context, hidden=transfer.adapter_hidden)
 
 
-def make_adapter_optimizer(adapter: StudentAdapter, config: StudentConfig) -> torch.optim.Optimizer:
-    """Adam at the adapter's own learning rate."""
+def make_adapter_optimizer(adapter: StudentAdapter, config: StudentConfig) -> torch.optim.Optimizer | None:
+    """Adam at the adapter's own learning rate for the per-step fit; None for the interval fit,
+    whose L-BFGS starts afresh on each interval's rows."""
+    if config.transfer.adapter_fit != "step":
+        return None
     return torch.optim.Adam(adapter.parameters(), lr=config.transfer.adapter_learning_rate)
 
 
@@ -51,6 +65,11 @@ def student_teacher_logits(config: StudentConfig, knowledge: Knowledge) -> torch
 
 def _adapter_context(config: StudentConfig, knowledge: Knowledge) -> torch.Tensor | None:
     return knowledge["teacher_embedding"] if config.transfer.adapter == "context" else None
+
+
+def _target_log_loss(targets: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per task (T,), the summed log loss of probability `targets` against 0/1 `labels` over `mask`."""
+    return (F.binary_cross_entropy(targets, labels, reduction="none") * mask).sum(dim=0)
 
 
 def teacher_probabilities(
@@ -77,21 +96,37 @@ def train_student_interval(
     adapter_optimizer: torch.optim.Optimizer | None = None,
     label: str = "distillation",
 ) -> dict[str, float]:
-    """One pass in row order; returns mean losses and throughput (progress under `label`).
+    """One pass in row order; returns mean losses, the targets' log loss and throughput.
 
     `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the student's order;
     `knowledge` holds N rows. Keys: train_loss, serving_loss, kd_loss, aux_loss,
-    adapter_loss, examples, train_seconds, examples_per_s.
+    adapter_loss, examples, train_seconds, examples_per_s; and with distillation, per
+    task, `target_log_loss_<task>` (the targets the student learned from) and
+    `teacher_log_loss_<task>` (sigma(f), label-scaled, without the adapter): mean log
+    loss against the fresh labels over rows with teacher output (NaN where none).
     """
     config = student.config
-    if (adapter is not None) != (config.transfer.adapter != "none"):
+    transfer = config.transfer
+    if (adapter is not None) != (transfer.adapter != "none"):
         given = "an adapter was" if adapter is not None else "no adapter was"
-        raise ValueError(f"transfer.adapter is {config.transfer.adapter!r} but {given} given")
-    if adapter is not None and adapter_optimizer is None:
-        raise ValueError("an adapter needs its adapter_optimizer")
+        raise ValueError(f"transfer.adapter is {transfer.adapter!r} but {given} given")
+    if adapter is not None and transfer.adapter_fit == "step" and adapter_optimizer is None:
+        raise ValueError("a per-step adapter needs its adapter_optimizer")
     student.train()
     n = int(labels.shape[0])
     sums = dict.fromkeys(("train_loss", "serving_loss", "kd_loss", "aux_loss", "adapter_loss"), 0.0)
+    tasks = len(config.backbone.tasks)
+    target_loss, teacher_loss, known_rows = torch.zeros(tasks), torch.zeros(tasks), torch.zeros(tasks)
+    adapted = None  # the interval fit's adapted logits of every row, cross-fitted
+    if adapter is not None and transfer.adapter_fit == "interval":
+        fit_on = (
+            student_teacher_logits(config, knowledge),
+            labels,
+            mask * knowledge["teacher_mask"][:, None],
+            _adapter_context(config, knowledge),
+        )
+        adapted = cross_fitted_logits(adapter, *fit_on)
+        interval_adapter_loss = fit_student_adapter_to_interval(adapter, *fit_on)
     steps, start = 0, time.perf_counter()
     for begin in track(range(0, n, train.batch_size), label):
         rows = slice(begin, min(begin + train.batch_size, n))
@@ -106,9 +141,19 @@ def train_student_interval(
                 m * has_teacher[:, None],
                 _adapter_context(config, known),
             )
-        targets = teacher_probabilities(config, known, adapter) if config.transfer.distillation else y
+        targets = y
+        if transfer.distillation:
+            own = teacher_probabilities(config, known, None)
+            if adapted is not None:
+                targets = scaled_targets(torch.sigmoid(adapted[rows]), transfer.label_scale)
+            else:
+                targets = own if adapter is None else teacher_probabilities(config, known, adapter)
+            m_teacher = m * has_teacher[:, None]
+            target_loss += _target_log_loss(targets, y, m_teacher)
+            teacher_loss += _target_log_loss(own, y, m_teacher)
+            known_rows += m_teacher.sum(dim=0)
         output = student(slice_batch(features, rows), known)
-        loss, parts = student_loss(output, y, m, targets, has_teacher, config.transfer)
+        loss, parts = student_loss(output, y, m, targets, has_teacher, transfer)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -117,7 +162,15 @@ def train_student_interval(
             sums[f"{part}_loss"] += value
         steps += 1
     seconds = time.perf_counter() - start
-    return {k: v / max(steps, 1) for k, v in sums.items()} | {
+    stats = {k: v / max(steps, 1) for k, v in sums.items()}
+    if adapted is not None:
+        stats["adapter_loss"] = interval_adapter_loss
+    if transfer.distillation:
+        target_mean, teacher_mean = target_loss / known_rows, teacher_loss / known_rows  # 0/0: NaN
+        for i, task in enumerate(config.backbone.tasks):
+            stats[f"target_log_loss_{task}"] = float(target_mean[i])
+            stats[f"teacher_log_loss_{task}"] = float(teacher_mean[i])
+    return stats | {
         "examples": float(n),
         "train_seconds": seconds,
         "examples_per_s": n / seconds if seconds else 0.0,

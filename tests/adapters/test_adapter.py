@@ -7,7 +7,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from adapters.adapter import StudentAdapter, adapted_probabilities, fit_student_adapter
+from adapters.adapter import (
+    StudentAdapter,
+    adapted_probabilities,
+    cross_fitted_logits,
+    fit_student_adapter,
+    fit_student_adapter_to_interval,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +25,15 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_a_fresh_adapter_returns_the_teacher_logits_exactly() -> None:
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_a_fresh_adapter_returns_the_teacher_logits_exactly(hidden: int) -> None:
     torch.manual_seed(0)
     f = torch.randn(32, 2) * 3
-    assert torch.equal(StudentAdapter(2)(f), f)
+    assert torch.equal(StudentAdapter(2, hidden=hidden)(f), f)
     context = torch.randn(32, 5)
-    assert torch.equal(StudentAdapter(2, context_dim=5)(f, context), f)
-    assert torch.equal(adapted_probabilities(StudentAdapter(2), f), torch.sigmoid(f))
+    assert torch.equal(StudentAdapter(2, context_dim=5, hidden=hidden)(f, context), f)
+    assert torch.equal(adapted_probabilities(StudentAdapter(2, hidden=hidden), f), torch.sigmoid(f))
+    assert len(StudentAdapter(2, hidden=hidden).mlp) == (3 if hidden else 1), "0 hidden units: affine"
 
 
 def test_context_must_match_the_build() -> None:
@@ -59,6 +67,47 @@ def test_fit_reduces_the_adapter_loss_on_a_stale_teacher() -> None:
         fit_student_adapter(adapter, optimizer, f[rows], y[rows], torch.ones(256, 2))
     assert _loss(adapter, f, y) < before - 0.05
     assert adapted_probabilities(adapter, f).mean() < torch.sigmoid(f).mean() - 0.1  # learned the shift
+
+
+def test_the_interval_fit_learns_more_of_the_shift_than_a_day_of_steps() -> None:
+    """One interval of 16 minibatches: Adam's per-step fit (at a small step) moves the adapter
+    little; the interval fit reads every label at once and comes near the labels' own loss."""
+    f, y = _stale_toy(4_096, seed=1)
+    torch.manual_seed(0)
+    stepped, fitted = StudentAdapter(2, hidden=16), StudentAdapter(2, hidden=16)
+    fitted.load_state_dict(stepped.state_dict())
+    optimizer = torch.optim.Adam(stepped.parameters(), lr=1e-3)
+    for begin in range(0, 4_096, 256):
+        rows = slice(begin, begin + 256)
+        fit_student_adapter(stepped, optimizer, f[rows], y[rows], torch.ones(256, 2))
+    final = fit_student_adapter_to_interval(fitted, f, y, torch.ones(4_096, 2))
+    truth = float(torch.nn.functional.binary_cross_entropy(torch.sigmoid(f - 2.0), y))
+    assert _loss(fitted, f, y) < _loss(stepped, f, y) - 0.05
+    assert _loss(fitted, f, y) < truth + 0.01  # as good as knowing the shift
+    assert final == pytest.approx(2 * _loss(fitted, f, y), rel=1e-4)  # L_a sums the 2 tasks' means
+
+
+def test_cross_fitted_logits_never_see_their_own_label() -> None:
+    f, y = _stale_toy(2_048, seed=2)
+    adapter = StudentAdapter(2)
+    adapted = cross_fitted_logits(adapter, f, y, torch.ones(2_048, 2))
+    assert torch.equal(adapter(f), f), "the adapter given is only copied"
+    flipped = y.clone()
+    flipped[0] = 1 - flipped[0]  # row 0 is in fold 0: only fold 1's copy, fit on fold 0, reads it
+    again = cross_fitted_logits(adapter, f, flipped, torch.ones(2_048, 2))
+    assert torch.equal(again[0], adapted[0]) and torch.equal(again[::2], adapted[::2])
+    assert not torch.equal(again[1::2], adapted[1::2])
+    truth = float(torch.nn.functional.binary_cross_entropy(torch.sigmoid(f - 2.0), y))
+    out_of_sample = float(torch.nn.functional.binary_cross_entropy_with_logits(adapted, y))
+    assert out_of_sample < truth + 0.01, "an affine adapter learns the shift out of sample"
+
+
+def test_an_interval_without_known_labels_leaves_the_adapter_as_it_was() -> None:
+    adapter = StudentAdapter(2)
+    before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    f, y = torch.randn(8, 2), torch.ones(8, 2)
+    assert fit_student_adapter_to_interval(adapter, f, y, torch.zeros(8, 2)) == 0.0
+    assert all(torch.equal(before[k], v) for k, v in adapter.state_dict().items())
 
 
 def test_masked_labels_and_detached_inputs() -> None:

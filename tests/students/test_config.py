@@ -19,6 +19,7 @@ SHARED_SIZES += ("country_buckets", "category_buckets", "tasks", "n_surfaces")
     ("overrides", "field"),
     [
         ({"adapter": "mlp", "aux_head": True}, "adapter"),
+        ({"adapter_fit": "epoch"}, "adapter_fit"),
         ({"representation": "pooled"}, "representation"),
         ({"share": ("embeddings", "heads")}, "share"),
         ({"kd_weight": -1.0}, "kd_weight"),
@@ -26,7 +27,7 @@ SHARED_SIZES += ("country_buckets", "category_buckets", "tasks", "n_surfaces")
         ({"grad_scale": -0.1}, "grad_scale"),
         ({"label_scale": 0.0}, "label_scale"),
         ({"adapter_learning_rate": 0.0}, "adapter_learning_rate"),
-        ({"adapter_hidden": 0}, "adapter_hidden"),
+        ({"adapter_hidden": -1}, "adapter_hidden"),
         ({"sequence_length": 0}, "sequence_length"),
         ({"adapter": "logit"}, "adapter"),  # an adapter without any distillation term
     ],

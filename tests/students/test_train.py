@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from adapters.adapter import StudentAdapter, fit_student_adapter
+from adapters.adapter import StudentAdapter, fit_student_adapter, fit_student_adapter_to_interval
 from students.config import METHODS, StudentConfig, TransferConfig, student_backbone
 from students.knowledge_inputs import Knowledge, random_knowledge, slice_knowledge
 from students.losses import student_loss
@@ -81,25 +81,57 @@ def test_student_losses_never_reach_the_adapter() -> None:
     assert all(p.grad is None for p in adapter.parameters())
 
 
-def test_the_adapter_moves_only_by_its_own_fit_steps() -> None:
-    transfer = dataclasses.replace(METHODS["adapter"], adapter_learning_rate=1e-2)
-    _, adapter, metrics = _run(transfer)
-    assert adapter is not None and metrics["adapter_loss"] > 0
+def _replay_adapter(transfer: TransferConfig) -> StudentAdapter:
+    """The adapter `_run(transfer)` ends with, refit from the same start on its fit's inputs alone."""
     torch.manual_seed(0)
     config = _config(transfer)
     Student(config)  # the same draws as in _run, so the replayed adapter starts equal
     replay = make_adapter(config)
     assert replay is not None
-    optimizer = make_adapter_optimizer(replay, config)
     _, knowledge, labels, mask = _data()
+    if transfer.adapter_fit == "interval":
+        has = knowledge["teacher_mask"][:, None]
+        fit_student_adapter_to_interval(replay, knowledge["teacher_logits"], labels, mask * has)
+        return replay
+    optimizer = make_adapter_optimizer(replay, config)
+    assert optimizer is not None
     for begin in range(0, N, TRAIN.batch_size):
         rows = slice(begin, begin + TRAIN.batch_size)
         k = slice_knowledge(knowledge, rows)
         has = k["teacher_mask"][:, None]
         fit_student_adapter(replay, optimizer, k["teacher_logits"], labels[rows], mask[rows] * has)
+    return replay
+
+
+@pytest.mark.parametrize("fit", ["interval", "step"])
+def test_the_adapter_moves_only_by_its_own_fit(fit: str) -> None:
+    transfer = dataclasses.replace(METHODS["adapter"], adapter_fit=fit, adapter_learning_rate=1e-2)
+    _, adapter, metrics = _run(transfer)
+    assert adapter is not None and metrics["adapter_loss"] > 0
+    replay = _replay_adapter(transfer)
     for mine, theirs in zip(adapter.parameters(), replay.parameters(), strict=True):
         assert torch.equal(mine, theirs)
     assert not torch.equal(adapter.mlp[-1].weight, torch.zeros_like(adapter.mlp[-1].weight))
+
+
+def test_the_targets_log_loss_shows_what_the_adapter_recovers() -> None:
+    """A teacher 2 nats too high on every row: the interval-fit adapter's targets predict the labels
+    better than the teacher's own; without an adapter both are the teacher's; without a teacher, none."""
+    torch.manual_seed(0)
+    config = _config(METHODS["adapter"])
+    student, adapter = Student(config), make_adapter(config)
+    batch, knowledge, _, mask = _data(n=512)
+    g = torch.Generator().manual_seed(3)
+    labels = torch.bernoulli(torch.sigmoid(knowledge["teacher_logits"] - 2.0), generator=g)
+    metrics = train_student_interval(
+        student, make_student_optimizer(student, TRAIN), batch, knowledge, labels, mask, TRAIN, adapter
+    )
+    for task in ("click", "conversion"):
+        assert metrics[f"target_log_loss_{task}"] < metrics[f"teacher_log_loss_{task}"] - 0.05
+    _, _, plain = _run(METHODS["aux_head"])
+    assert plain["target_log_loss_click"] == plain["teacher_log_loss_click"] > 0
+    _, _, alone = _run(METHODS["alone"])
+    assert not any(key.endswith("log_loss_click") for key in alone)
 
 
 def test_training_is_deterministic_under_a_seed() -> None:
@@ -152,9 +184,9 @@ def test_adapter_arguments_must_match_the_config() -> None:
     with pytest.raises(ValueError, match="adapter"):
         train_student_interval(student, make_student_optimizer(student, TRAIN), *data, TRAIN)
     assert make_adapter(_config(METHODS["aux_head"])) is None
-    adapter = StudentAdapter(2)
+    step = Student(_config(dataclasses.replace(METHODS["adapter"], adapter_fit="step")))
     with pytest.raises(ValueError, match="adapter_optimizer"):
-        train_student_interval(student, make_student_optimizer(student, TRAIN), *data, TRAIN, adapter)
+        train_student_interval(step, make_student_optimizer(step, TRAIN), *data, TRAIN, StudentAdapter(2))
 
 
 def test_predict_student_shapes_and_batching() -> None:
