@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 METHOD_NAMES: tuple[str, ...] = ("alone", "kd", "aux_head", "adapter", "representation", "sharing", "full")
 METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
+# A VM's click distillation targets against the labels of its training rows (mean log loss): the
+# targets it learned from (adapted, when it has an adapter) and its teacher's own.
+TARGET_METRICS: tuple[str, ...] = ("target_log_loss", "teacher_log_loss")
 # The serving head's predictions of one day, as `SliceEvaluator.update` takes them:
 # logits (N, T), labels (N, T), label mask (N, T), surface codes (N,).
 Batch = tuple[Any, Any, Any, Any]
@@ -249,21 +252,25 @@ def train_and_measure_vm(
     settings: Settings, spec: StudentSpec, method: str, days: list[str], train: TrainConfig
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Train the VM `spec` with `method` over `days`; its click metrics on its surface pooled over the
-    day after each (by the version trained through the day before), and its NE on each of them."""
+    day after each (by the version trained through the day before), and its NE on each of them. Beside
+    them, `TARGET_METRICS`: how well its click distillation targets predicted the labels it trained on,
+    the mean over `days` (NaN without distillation)."""
     from infra.checkpoints import checkpoint_uri
     from pipeline.student_data import student_evaluation_rows
     from pipeline.student_release import student_predictions
     from pipeline.train_student import TASKS, DistillConfig, load_student, sequence_length, train_student
 
     config = DistillConfig(path="direct", vm_method="full" if method == "full" else method, train=train)
-    batches = {}
+    batches, trained = {}, []
     for ds in days:
-        train_student(settings, spec, ds, config)
+        trained.append(train_student(settings, spec, ds, config))
         student, _ = load_student(checkpoint_uri(settings.lake, spec.name, ds))
         day = shift_day(ds, 1)
         rows = student_evaluation_rows(settings, spec, day, TASKS, sequence_length(student.config.transfer))
         batches[day] = student_predictions(student, rows)
-    return pooled_metrics(batches, spec.surfaces[0])
+    metrics, by_day = pooled_metrics(batches, spec.surfaces[0])
+    targets = {m: _mean([t.get(f"{m}_click", math.nan) for t in trained]) for m in TARGET_METRICS}
+    return metrics | targets, by_day
 
 
 def teacher_metrics(
@@ -404,7 +411,7 @@ def _over_seeds(
 ) -> dict[str, float]:
     """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
     the mean and spread over seeds (and each seed's NE, for paired comparisons), with its transfer ratio
-    against the same seed's VM alone."""
+    against the same seed's VM alone; a VM's `TARGET_METRICS` likewise."""
 
     def per_seed(metric: str) -> list[float]:
         return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]
@@ -412,7 +419,9 @@ def _over_seeds(
     ratios = [
         _mean([_ratio_to_alone(measured, cfg, s, v, model(s, v)) for v in cfg.surfaces]) for s in cfg.seeds
     ]
-    return {m: _mean(per_seed(m)) for m in (*METRICS, "clicks")} | {
+    measured_here = set(model(cfg.seeds[0], cfg.surfaces[0]))
+    metrics = (*METRICS, "clicks", *(m for m in TARGET_METRICS if m in measured_here))
+    return {m: _mean(per_seed(m)) for m in metrics} | {
         "ne_std": _std(per_seed("ne")),
         "ne_by_seed": per_seed("ne"),
         "transfer_ratio": _mean(ratios),

@@ -63,7 +63,10 @@ def adapter_recovery(
     Lost = NE_aux_head(k) - NE_aux_head(0), seed by seed (`paired_difference`); recovered =
     NE_aux_head(k) - NE_adapter(k). A loss within twice the spread of the seeds' losses is noise:
     nothing measurable to recover.
-    Beside it, what staleness costs gem-fm itself on the same slices (`teacher`, per staleness).
+    Beside it, what staleness costs gem-fm itself on the same slices (`teacher`, per staleness), and
+    what the adapter does where it acts, on the click targets of the adapter VMs' training rows
+    (`targets_share`: the share of the log loss staleness costs the teacher's own targets that the
+    adapted ones win back).
     """
     k = str(stale)
     if "0" not in staleness or k not in staleness or not {"aux_head", "adapter"} <= staleness["0"].keys():
@@ -74,9 +77,12 @@ def adapter_recovery(
     measurable = _finite(lost, noise) and lost > noise
     share = recovered / lost if measurable and _finite(recovered) else math.nan
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
+    targets = _target_recovery(staleness["0"]["adapter"], staleness[k]["adapter"])
     note = (
         f"a {stale}-day-stale teacher costs the aux-head VM {lost:.4f} NE, within twice the spread of "
-        f"the seeds' losses ({noise:.4f}), while gem-fm itself loses {teacher_lost:.4f}"
+        f"the seeds' losses ({noise:.4f}), while gem-fm itself loses {teacher_lost:.4f}: nothing to "
+        f"recover; on the VMs' training rows the adapted click targets win back "
+        f"{_fmt(targets['targets_share'])} of the log loss staleness costs the teacher's own"
     )
     return {
         "stale_days": stale,
@@ -85,9 +91,20 @@ def adapter_recovery(
         "ne_recovered": recovered,
         "share": share,
         "teacher_ne_lost": teacher_lost,
+        **targets,
         "holds": bool(_finite(share) and share >= 0.5),
-        "note": "" if measurable else f"{note}: nothing to recover",
+        "note": "" if measurable else note,
     }
+
+
+def _target_recovery(fresh: dict[str, Any], stale: dict[str, Any]) -> dict[str, float]:
+    """The adapter VM's click targets (`TARGET_METRICS`, mean log loss against its training labels):
+    what staleness costs the teacher's own, what the adapted ones win back, and the share."""
+    own, adapted = stale.get("teacher_log_loss", math.nan), stale.get("target_log_loss", math.nan)
+    lost = own - fresh.get("teacher_log_loss", math.nan)
+    recovered = own - adapted
+    share = recovered / lost if _finite(lost, recovered) and lost > 0 else math.nan
+    return {"targets_lost": lost, "targets_recovered": recovered, "targets_share": share}
 
 
 def label_noise(clicks: float) -> float:
@@ -190,6 +207,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {method} | {cells} |")
         cells = " | ".join(f"{data['teacher_by_staleness'][k]['ne']:.4f}" for k in ks)
         lines.append(f"| gem-fm itself (its logged predictions) | {cells} |")
+        lines += _targets_table(data["staleness"], ks)
         lines += ["", "Claims:", ""]
         for claim, verdict in data["claims"].items():
             # None (NaN once read back by a join: JSON null) is a claim not measured
@@ -208,6 +226,25 @@ def markdown(report: dict[str, Any]) -> str:
     for model, facts in report["models"].items():
         lines.append(f"| {model} | {facts['parameters']:,} | {facts['flops_per_example']:,.0f} |")
     return "\n".join(lines)
+
+
+def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
+    """The adapter VMs' click targets by staleness: the teacher's own and the adapted ones (mean log
+    loss against the labels of the rows they trained on). Empty when not measured."""
+    adapter = [staleness[k].get("adapter", {}) for k in ks]
+    if not all(_finite(a.get("teacher_log_loss"), a.get("target_log_loss")) for a in adapter):
+        return []
+    lines = [
+        "",
+        "The adapter VMs' click targets by teacher staleness: mean log loss against the labels of the "
+        "rows they trained on (what the adapter acts on):",
+        "",
+        "| targets | " + " | ".join(ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for label, key in (("the teacher's own", "teacher_log_loss"), ("adapted", "target_log_loss")):
+        lines.append(f"| {label} | " + " | ".join(f"{a[key]:.4f}" for a in adapter) + " |")
+    return lines
 
 
 def _runs(report: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     for k in QUICK.staleness:
         assert set(synthetic["staleness"][str(k)]) == set(METHOD_NAMES)
         assert all("ne" in v for v in synthetic["staleness"][str(k)].values())
+        adapter = synthetic["staleness"][str(k)]["adapter"]
+        assert adapter["target_log_loss"] > 0 and adapter["teacher_log_loss"] > 0, "its targets measured"
     assert {"gem-fm", "domain-fm", "vm (alone)", "vm (full)"} <= set(report["models"])
     assert synthetic["domain_teacher"]["ne"] is not None, "the hierarchy's first hop is measured"
     setup = synthetic["setup"]

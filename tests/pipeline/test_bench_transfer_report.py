@@ -9,6 +9,7 @@ import torch
 from infra.schema import SURFACES
 from pipeline.bench_transfer import _over_surfaces, pooled_metrics, transfer_ratio
 from pipeline.bench_transfer_report import (
+    _targets_table,
     _win,
     adapter_recovery,
     aux_head_calibration,
@@ -74,6 +75,21 @@ def test_adapter_recovery() -> None:
     verdict = adapter_recovery(noisy, TEACHER)
     assert verdict["holds"] is False and math.isnan(verdict["share"]), "a loss within 2x spread is noise"
     assert "gem-fm itself loses 0.0500" in verdict["note"]
+
+
+def test_adapter_recovery_names_what_the_adapter_won_back_on_its_targets() -> None:
+    staleness = _staleness(0.80, 0.8001, 0.8001)
+    staleness["2"]["aux_head"] = _arm(0.8001, (-0.01, 0.0, 0.01))  # the VM's loss is noise
+    staleness["0"]["adapter"] |= {"teacher_log_loss": 0.230, "target_log_loss": 0.229}
+    staleness["2"]["adapter"] |= {"teacher_log_loss": 0.238, "target_log_loss": 0.232}
+    verdict = adapter_recovery(staleness, TEACHER)
+    assert abs(verdict["targets_lost"] - 0.008) < 1e-9 and abs(verdict["targets_recovered"] - 0.006) < 1e-9
+    assert abs(verdict["targets_share"] - 0.75) < 1e-9
+    assert verdict["holds"] is False and "win back 0.75" in verdict["note"], "the VM's verdict stands"
+    table = "\n".join(_targets_table(staleness, ["0", "2"]))
+    assert "| the teacher's own | 0.2300 | 0.2380 |" in table and "| adapted | 0.2290 | 0.2320 |" in table
+    assert math.isnan(adapter_recovery(_staleness(0.80, 0.84, 0.81), TEACHER)["targets_share"])
+    assert _targets_table(_staleness(0.80, 0.84, 0.81), ["0", "2"]) == [], "not measured: no table"
 
 
 def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
