@@ -12,7 +12,8 @@ examples; the last day is the test day). On it, with the product's functions:
    has knowledge for) and measured progressively, as it would serve: on the day after
    each window day by the version trained through that day, the window's last day
    being the test day. NE, AUC and calibration of the serving head's click predictions
-   on its surface, pooled over those evaluation days.
+   on its surface, pooled over those evaluation days. `alone` learns nothing from a
+   teacher: it is trained once, fresh, and stands for itself at every staleness.
 
 Transfer ratio (METHODS.md) = (NE_alone - NE_method) / (NE_alone - NE_teacher), all on
 the VM's evaluation slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
@@ -45,7 +46,18 @@ from teacher.train import TrainConfig
 if TYPE_CHECKING:
     from infra.sources.synthetic import SyntheticWorld
 
-METHOD_NAMES: tuple[str, ...] = ("alone", "kd", "aux_head", "adapter", "representation", "sharing", "full")
+# The ladder (students.config.METHODS, each rung adding to the one before), then `kd_adapter` beside
+# it: the adapter under single-head KD, where a stale teacher supervises the served head itself.
+METHOD_NAMES: tuple[str, ...] = (
+    "alone",
+    "kd",
+    "aux_head",
+    "adapter",
+    "representation",
+    "sharing",
+    "full",
+    "kd_adapter",
+)
 METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
 # A VM's click distillation targets against the labels of its training rows (mean log loss): the
 # targets it learned from (adapted, when it has an adapter) and its teacher's own.
@@ -325,6 +337,15 @@ def domain_fm_ne_by_day(settings: Settings, spec: StudentSpec, days: list[str]) 
     return measured
 
 
+def learns_from_teacher(method: str) -> bool:
+    """Whether a VM of `method` reads anything of its teacher (outputs or weights), and so depends on
+    the teacher's staleness."""
+    from students.config import METHODS
+
+    transfer = METHODS[method]
+    return transfer.uses_teacher or bool(transfer.share)
+
+
 def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str]) -> Measured:
     """Everything the report needs on one lake whose examples exist for `days`."""
     from infra.spark import get_spark
@@ -352,6 +373,11 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
                     )
             for surface in cfg.surfaces:
                 for method in cfg.methods:
+                    if delay != 0 and not learns_from_teacher(method):
+                        measured.students[seed, delay, method, surface] = measured.students[
+                            seed, 0, method, surface
+                        ]
+                        continue
                     spec = _variant(vertical_model(surface, "direct"), f"{method}.{tag}")
                     if method == "full":
                         spec = dataclasses.replace(spec, teacher=domains[SURFACE_DOMAINS[surface]].name)

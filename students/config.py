@@ -21,6 +21,10 @@ to the one before it:
 - `full`: the same transfer as `sharing`; the pipeline picks the hierarchical teacher
   path (GEM -> domain FM -> VM) for it, which is not a per-student knob.
 
+Beside the ladder, `kd_adapter`: `kd` with the same adapter. Under the auxiliary head a stale
+teacher reaches the served head only through the backbone; under single-head KD its targets
+supervise the served head itself, so that is where staleness can cost a VM through the logits.
+
 `StudentConfig` joins a GemFM-shaped backbone (`student_backbone` derives the domain
 FM's and the VM's from the teacher's) with a `TransferConfig`; a checkpoint keeps
 `to_dict()` and rebuilds with `from_dict`.
@@ -115,18 +119,20 @@ class TransferConfig:
 
 
 _ALONE = TransferConfig()
+_KD = TransferConfig(kd_weight=1.0)
 _AUX = TransferConfig(aux_head=True, aux_weight=1.0)
 _ADAPTER = dataclasses.replace(_AUX, adapter="logit")
 _REPRESENTATION = dataclasses.replace(_ADAPTER, representation="input")
 _SHARING = dataclasses.replace(_REPRESENTATION, share=("embeddings",), share_frozen=False)
 METHODS: dict[str, TransferConfig] = {
     "alone": _ALONE,
-    "kd": TransferConfig(kd_weight=1.0),
+    "kd": _KD,
     "aux_head": _AUX,
     "adapter": _ADAPTER,
     "representation": _REPRESENTATION,
     "sharing": _SHARING,
     "full": _SHARING,
+    "kd_adapter": dataclasses.replace(_KD, adapter="logit"),
 }
 
 

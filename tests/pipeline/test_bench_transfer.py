@@ -18,6 +18,7 @@ from pipeline.bench_transfer import (
     TransferBenchConfig,
     bench_settings,
     drifting_world,
+    learns_from_teacher,
     run_transfer_benchmark,
 )
 from pipeline.bench_transfer_join import join_transfer_runs
@@ -50,8 +51,11 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     for k in QUICK.staleness:
         assert set(synthetic["staleness"][str(k)]) == set(METHOD_NAMES)
         assert all("ne" in v for v in synthetic["staleness"][str(k)].values())
-        adapter = synthetic["staleness"][str(k)]["adapter"]
-        assert adapter["target_log_loss"] > 0 and adapter["teacher_log_loss"] > 0, "its targets measured"
+        for adapted in ("adapter", "kd_adapter"):
+            targets = synthetic["staleness"][str(k)][adapted]
+            assert targets["target_log_loss"] > 0 and targets["teacher_log_loss"] > 0, "targets measured"
+        alone = synthetic["staleness"][str(k)]["alone"]
+        assert alone["ne_by_seed"] == synthetic["methods"]["alone"]["ne_by_seed"], "one fresh run stands"
     assert {"gem-fm", "domain-fm", "vm (alone)", "vm (full)"} <= set(report["models"])
     assert synthetic["domain_teacher"]["ne"] is not None, "the hierarchy's first hop is measured"
     setup = synthetic["setup"]
@@ -98,6 +102,10 @@ def test_the_config_refuses_what_it_cannot_measure() -> None:
     days = [f"2026-01-{d:02d}" for d in range(1, 8)]
     assert TransferBenchConfig(days=7, staleness=(0, 1)).student_days(days) == days[3:6]
     assert TransferBenchConfig(days=7, staleness=(0, 1)).evaluation_days(days) == days[4:7]
+
+
+def test_only_alone_stands_apart_from_the_teacher() -> None:
+    assert [m for m in METHOD_NAMES if not learns_from_teacher(m)] == ["alone"]
 
 
 def test_the_drifting_world_moves_at_the_committed_pace(tmp_path: Path) -> None:

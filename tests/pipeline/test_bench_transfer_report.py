@@ -64,7 +64,7 @@ TEACHER = {"0": {"ne": 0.70}, "2": {"ne": 0.75}}
 def test_adapter_recovery() -> None:
     assert adapter_recovery(_staleness(0.80, 0.84, 0.81), TEACHER)["holds"] is True  # recovers 3/4
     verdict = adapter_recovery(_staleness(0.80, 0.84, 0.83), TEACHER)  # recovers 1/4
-    assert verdict["holds"] is False and abs(verdict["share"] - 0.25) < 1e-9
+    assert verdict["holds"] is False and abs(verdict["by_head"]["aux_head"]["share"] - 0.25) < 1e-9
     assert abs(verdict["teacher_ne_lost"] - 0.05) < 1e-9
     assert adapter_recovery(_staleness(0.80, 0.79, 0.79), TEACHER)["holds"] is False, (
         "nothing lost: not shown"
@@ -73,8 +73,29 @@ def test_adapter_recovery() -> None:
     noisy = _staleness(0.80, 0.84, 0.81)
     noisy["2"]["aux_head"] = _arm(0.84, (-0.04, 0.0, 0.04))
     verdict = adapter_recovery(noisy, TEACHER)
-    assert verdict["holds"] is False and math.isnan(verdict["share"]), "a loss within 2x spread is noise"
+    assert verdict["holds"] is False and math.isnan(verdict["by_head"]["aux_head"]["share"]), (
+        "a loss within 2x spread is noise"
+    )
     assert "gem-fm itself loses 0.0500" in verdict["note"]
+
+
+def _with_kd(staleness: dict, kd0: float, kd2: float, kd_adapter2: float) -> dict:
+    staleness["0"] |= {"kd": _arm(kd0), "kd_adapter": _arm(kd0)}
+    staleness["2"] |= {"kd": _arm(kd2), "kd_adapter": _arm(kd_adapter2)}
+    return staleness
+
+
+def test_adapter_recovery_judges_every_head_that_loses_to_staleness() -> None:
+    shielded = _staleness(0.80, 0.80, 0.80)  # the auxiliary head loses nothing: no verdict from it
+    verdict = adapter_recovery(_with_kd(shielded, 0.80, 0.84, 0.81), TEACHER)
+    assert verdict["holds"] is True and abs(verdict["by_head"]["kd"]["share"] - 0.75) < 1e-9
+    assert math.isnan(verdict["by_head"]["aux_head"]["share"]) and "note" not in verdict
+    both = _with_kd(_staleness(0.80, 0.84, 0.83), 0.80, 0.84, 0.81)  # kd recovers 3/4, aux_head 1/4
+    assert adapter_recovery(both, TEACHER)["holds"] is False, "every head that loses must recover half"
+    kd_only = {k: {m: v for m, v in arms.items() if m.startswith("kd")} for k, arms in both.items()}
+    assert adapter_recovery(kd_only, TEACHER)["holds"] is True, "a head not measured is not judged"
+    nothing = adapter_recovery(_with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.80, 0.79), TEACHER)
+    assert nothing["holds"] is False and "the kd VM 0.0000" in nothing["note"]
 
 
 def test_adapter_recovery_names_what_the_adapter_won_back_on_its_targets() -> None:

@@ -56,7 +56,8 @@ def test_properties() -> None:
 
 
 def test_methods_ladder_is_cumulative() -> None:
-    assert list(METHODS) == ["alone", "kd", "aux_head", "adapter", "representation", "sharing", "full"]
+    ladder = ["alone", "kd", "aux_head", "adapter", "representation", "sharing", "full"]
+    assert list(METHODS) == [*ladder, "kd_adapter"]
     m = METHODS
     assert m["alone"] == TransferConfig()
     assert m["kd"].kd_weight == 1.0 and not m["kd"].aux_head
@@ -65,7 +66,8 @@ def test_methods_ladder_is_cumulative() -> None:
     assert m["representation"] == dataclasses.replace(m["adapter"], representation="input")
     assert m["sharing"] == dataclasses.replace(m["representation"], share=("embeddings",), share_frozen=False)
     assert m["full"] == m["sharing"]
-    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 6
+    assert m["kd_adapter"] == dataclasses.replace(m["kd"], adapter="logit"), "beside the ladder"
+    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 7
 
 
 def test_student_config_round_trip_and_hash() -> None:

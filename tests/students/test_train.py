@@ -114,11 +114,13 @@ def test_the_adapter_moves_only_by_its_own_fit(fit: str) -> None:
     assert not torch.equal(adapter.mlp[-1].weight, torch.zeros_like(adapter.mlp[-1].weight))
 
 
-def test_the_targets_log_loss_shows_what_the_adapter_recovers() -> None:
+@pytest.mark.parametrize("method", ["adapter", "kd_adapter"])
+def test_the_targets_log_loss_shows_what_the_adapter_recovers(method: str) -> None:
     """A teacher 2 nats too high on every row: the interval-fit adapter's targets predict the labels
-    better than the teacher's own; without an adapter both are the teacher's; without a teacher, none."""
+    better than the teacher's own, whichever head they supervise; without an adapter both are the
+    teacher's; without a teacher, none."""
     torch.manual_seed(0)
-    config = _config(METHODS["adapter"])
+    config = _config(METHODS[method])
     student, adapter = Student(config), make_adapter(config)
     batch, knowledge, _, mask = _data(n=512)
     g = torch.Generator().manual_seed(3)
