@@ -231,28 +231,36 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| gem-fm itself (its logged predictions) | {cells} |")
         lines += _targets_table(data["staleness"], ks)
         lines += ["", "Claims:", ""]
-        for claim, verdict in data["claims"].items():
-            # None (NaN once read back by a join: JSON null) is a claim not measured
-            holds = {True: "holds", False: "**does not hold**"}.get(verdict["holds"], "not measured")
-            detail = ", ".join(
-                f"{k}={_fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness", "by_head")
-            )
-            for head, r in verdict.get("by_head", {}).items():
-                detail += (
-                    f"; the {head} VM: lost {_fmt(r['ne_lost'])} (noise {_fmt(r['noise'])}), the adapter "
-                    f"wins back {_fmt(r['ne_recovered'])} (share {_fmt(r['share'])})"
-                )
-            for k, row in verdict.get("by_staleness", {}).items():
-                detail += (
-                    f"; staleness {k}: kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} "
-                    f"(± {row['label_noise']:.3f} from the labels)"
-                )
-            lines.append(f"- `{claim}`: {holds} ({detail})")
+        lines += [_claim_line(claim, verdict) for claim, verdict in data["claims"].items()]
         lines.append("")
     lines += ["## Model sizes", "", "| model | parameters | forward FLOPs/example |", "|---|---|---|"]
     for model, facts in report["models"].items():
         lines.append(f"| {model} | {facts['parameters']:,} | {facts['flops_per_example']:,.0f} |")
     return "\n".join(lines)
+
+
+def _claim_line(claim: str, verdict: dict[str, Any]) -> str:
+    """One claim's verdict with the numbers it compared: its own, then per head (the adapter's) or
+    per staleness (calibration), then its note."""
+    # None (NaN once read back by a join: JSON null) is a claim not measured
+    holds = {True: "holds", False: "**does not hold**"}.get(verdict["holds"], "not measured")
+    parts = [
+        f"{k}={_fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness", "by_head", "note")
+    ]
+    details = [", ".join(parts)]
+    for head, r in verdict.get("by_head", {}).items():
+        details.append(
+            f"the {head} VM: lost {_fmt(r['ne_lost'])} (noise {_fmt(r['noise'])}), the adapter "
+            f"wins back {_fmt(r['ne_recovered'])} (share {_fmt(r['share'])})"
+        )
+    for k, row in verdict.get("by_staleness", {}).items():
+        details.append(
+            f"staleness {k}: kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} "
+            f"(± {row['label_noise']:.3f} from the labels)"
+        )
+    if verdict.get("note"):
+        details.append(f"note: {verdict['note']}")
+    return f"- `{claim}`: {holds} ({'; '.join(details)})"
 
 
 def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:

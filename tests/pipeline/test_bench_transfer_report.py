@@ -9,6 +9,7 @@ import torch
 from infra.schema import SURFACES
 from pipeline.bench_transfer import _over_surfaces, pooled_metrics, transfer_ratio
 from pipeline.bench_transfer_report import (
+    _claim_line,
     _targets_table,
     _win,
     adapter_recovery,
@@ -111,6 +112,18 @@ def test_adapter_recovery_names_what_the_adapter_won_back_on_its_targets() -> No
     assert "| the teacher's own | 0.2300 | 0.2380 |" in table and "| adapted | 0.2290 | 0.2320 |" in table
     assert math.isnan(adapter_recovery(_staleness(0.80, 0.84, 0.81), TEACHER)["targets_share"])
     assert _targets_table(_staleness(0.80, 0.84, 0.81), ["0", "2"]) == [], "not measured: no table"
+
+
+def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
+    staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.84, 0.81)
+    line = _claim_line("adapter", adapter_recovery(staleness, TEACHER))
+    assert line.startswith("- `adapter`: holds (stale_days=2, teacher_ne_lost=0.05")
+    assert "; the aux_head VM: lost 0" in line and "; the kd VM: lost 0.04" in line and "share 0.75" in line
+    nothing = _claim_line("adapter", adapter_recovery(_staleness(0.80, 0.80, 0.80), TEACHER))
+    assert "**does not hold**" in nothing and nothing.index("the aux_head VM: lost") < nothing.index(
+        "; note: "
+    )
+    assert _claim_line("x", {"holds": None, "why": "needs y"}) == "- `x`: not measured (why=needs y)"
 
 
 def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
