@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -244,7 +245,7 @@ def start_services(settings: Settings, config: ServiceConfig, timeout_s: float =
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
     records = [
-        {"name": name, "pid": p.pid, "create_time": psutil.Process(p.pid).create_time()}
+        {"name": name, "pid": p.pid, "started_after_boot_s": started_after_boot(psutil.Process(p.pid))}
         for name, p in started.items()
     ]
     state = {"fingerprint": services_fingerprint(settings, config), "processes": records}
@@ -312,11 +313,18 @@ def _log_in_and_unpause(config: ServiceConfig, timeout_s: float) -> RunningServi
     )
 
 
+def started_after_boot(process: psutil.Process) -> float:
+    """Seconds from boot to `process`'s start. Unlike `create_time()` (this plus the boot time, which
+    Linux derives afresh from the wall clock on each read, so it jumps when NTP steps the clock) it
+    never moves, and so it tells a recorded process from a later one that reused its pid."""
+    return process.create_time() - psutil.boot_time()
+
+
 def _recorded(entry: dict) -> psutil.Process | None:
-    """The recorded process if it still runs (same pid and start time: never a reused pid)."""
+    """The recorded process if it still runs (same pid and start: never a reused pid)."""
     try:
         process = psutil.Process(entry["pid"])
-        same = abs(process.create_time() - entry["create_time"]) < 0.01
+        same = abs(started_after_boot(process) - entry.get("started_after_boot_s", math.nan)) < 0.01
     except psutil.NoSuchProcess:
         return None
     return process if same and _alive(process) else None

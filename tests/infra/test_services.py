@@ -38,7 +38,15 @@ from infra.checkpoints import checkpoint_exists, checkpoint_uri, load_checkpoint
 from infra.delta import partition_row_counts, read_partition
 from infra.report_runs import find_report_runs
 from infra.schema import DOMAINS, SURFACE_DOMAINS, SURFACES
-from infra.services import DAG_ID, REPORT_DAG_ID, STATE_FILE, admin_password, port_is_free, stop_services
+from infra.services import (
+    DAG_ID,
+    REPORT_DAG_ID,
+    STATE_FILE,
+    admin_password,
+    port_is_free,
+    started_after_boot,
+    stop_services,
+)
 from infra.settings import Settings
 from pipeline.hierarchy import FM_NAME
 from pipeline.lineage import walk_lineage
@@ -92,9 +100,9 @@ def test_down_stops_the_recorded_groups_and_nothing_else(tmp_path: Path) -> None
     service = start("sleep 600 & wait")  # a group of two: bash and its sleep
     bystander = start("sleep 600")
     entries = [
-        {"name": "service", "pid": service.pid, "create_time": service.create_time()},
+        {"name": "service", "pid": service.pid, "started_after_boot_s": started_after_boot(service)},
         # A recorded pid that now names another process (pid reuse): never signalled.
-        {"name": "stale", "pid": bystander.pid, "create_time": bystander.create_time() - 100},
+        {"name": "stale", "pid": bystander.pid, "started_after_boot_s": started_after_boot(bystander) - 100},
     ]
     (tmp_path / STATE_FILE).write_text(json.dumps({"processes": entries}))
     try:
@@ -104,6 +112,25 @@ def test_down_stops_the_recorded_groups_and_nothing_else(tmp_path: Path) -> None
         assert not (tmp_path / STATE_FILE).exists()
     finally:
         bystander.kill()
+
+
+def test_down_finds_its_services_after_the_wall_clock_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux recomputes the boot time from the wall clock on each read: when NTP steps the clock, every
+    `create_time()` moves with it, and `down` must still know the processes `up` recorded."""
+    service = psutil.Process(subprocess.Popen(["sleep", "600"], start_new_session=True).pid)
+    entry = {"name": "service", "pid": service.pid, "started_after_boot_s": started_after_boot(service)}
+    (tmp_path / STATE_FILE).write_text(json.dumps({"processes": [entry]}))
+    stepped_boot, stepped_start = psutil.boot_time() + 1.0, service.create_time() + 1.0
+    monkeypatch.setattr(psutil, "boot_time", lambda: stepped_boot)
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: stepped_start)
+    try:
+        assert stop_services(tmp_path, timeout_s=10) == ["service"]
+        assert not _group_members({service.pid})
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            service.kill()
 
 
 class TaskInstanceClient(AirflowClient):
