@@ -458,5 +458,6 @@ def test_down_stops_every_service(backfilled: Backfilled) -> None:
     """Last in this module: the tests above need the services."""
     down = _distillery(["down", "--home", str(backfilled.home)], backfilled.env, backfilled.home.parent)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not _group_members(backfilled.groups), "a service process survived `distillery down`"
+    survivors = _group_members(backfilled.groups)
+    assert not survivors, f"{survivors} survived `distillery down`, which said: {down.stdout}"
     assert port_is_free(backfilled.airflow_port) and port_is_free(backfilled.mlflow_port)
