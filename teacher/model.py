@@ -99,8 +99,15 @@ class SurfaceHeads(nn.Module):
         self.bias.copy_(torch.logit(rates.clamp(1e-6, 1 - 1e-6)).expand_as(self.bias))
 
     def forward(self, embedding: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
-        """Each row read by its own surface's head."""
-        return torch.einsum("be,bet->bt", embedding, self.weight[surface]) + self.bias[surface]
+        """Each row read by its own surface's head.
+
+        Every head scores every row and each row keeps its own surface's scores. Indexing the weights
+        per row instead (`weight[surface]`) sums their gradients with a CPU `index_put_` whose threads
+        add in the order they finish: two runs of one seed then drift apart from the first step.
+        """
+        scores = torch.einsum("be,set->bst", embedding, self.weight) + self.bias  # (B, S, T)
+        own = surface[:, None, None].expand(-1, 1, scores.shape[-1])  # (B, 1, T)
+        return scores.gather(1, own).squeeze(1)
 
 
 class GemFM(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from teacher.config import SIZES, FMConfig, config_for
 from teacher.features import FeatureBatch, random_batch
-from teacher.model import GemFM, count_parameters, forward_flops_per_example
+from teacher.model import GemFM, SurfaceHeads, count_parameters, forward_flops_per_example
 
 KINDS = ("softmax", "hstu")
 HISTORY = ("hist_item", "hist_category", "hist_surface", "hist_event", "hist_time", "hist_dt_s")
@@ -71,6 +71,28 @@ def test_each_surface_reads_its_own_head() -> None:
     moved = FeatureBatch(**batch)  # type: ignore[typeddict-item]
     moved["surface"] = torch.full((5,), 3)
     assert torch.equal(model(moved), torch.full((5, 2), 2.0))  # head 3 alone decides
+
+
+def test_surface_heads_sum_their_gradients_in_one_order_on_two_threads() -> None:
+    """4,096 rows on two threads: indexing the weights per row (`weight[surface]`) gave a different
+    weight gradient on some of eight identical backward passes; the gathered scores never do."""
+    heads = SurfaceHeads(n_surfaces=4, embed_dim=32, n_tasks=2)
+    g = torch.Generator().manual_seed(0)
+    embedding, surface = torch.randn(4096, 32, generator=g), torch.randint(0, 4, (4096,), generator=g)
+    with torch.no_grad():
+        per_row = torch.einsum("be,bet->bt", embedding, heads.weight[surface]) + heads.bias[surface]
+        assert torch.allclose(heads(embedding, surface), per_row, atol=1e-5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(8):
+            heads.zero_grad()
+            (heads(embedding, surface) * torch.tensor([0.3, 1.0])).sum().backward()
+            grads.append(heads.weight.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], grad) for grad in grads[1:])
 
 
 def test_init_is_deterministic_for_a_seed() -> None:
