@@ -87,14 +87,13 @@ def adapter_recovery(
     adapted ones win back).
     """
     k = str(stale)
-    measured = "0" in staleness and k in staleness
-    heads = [
-        (plain, adapted)
-        for plain, adapted in ADAPTED_HEADS
-        if measured and {plain, adapted} <= staleness["0"].keys() & staleness[k].keys()
-    ]
+    not_judged = {"holds": None, "why": f"needs staleness 0 and {stale}, and a head of {ADAPTED_HEADS}"}
+    if "0" not in staleness or k not in staleness:
+        return not_judged
+    both = staleness["0"].keys() & staleness[k].keys()
+    heads = [(plain, adapted) for plain, adapted in ADAPTED_HEADS if {plain, adapted} <= both]
     if not heads:
-        return {"holds": None, "why": f"needs staleness 0 and {stale}, and a head of {ADAPTED_HEADS}"}
+        return not_judged
     by_head = {plain: _recovery(staleness, plain, adapted, k) for plain, adapted in heads}
     shares = [r["share"] for r in by_head.values() if _finite(r["share"])]
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
