@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -121,3 +122,20 @@ def test_the_drifting_world_moves_at_the_committed_pace(tmp_path: Path) -> None:
     default = WorldConfig()
     for knob in ("user_drift", "ad_drift", "ad_bias_drift", "ad_churn"):
         assert getattr(world.config, knob) == getattr(FAST_DRIFT, knob) > getattr(default, knob), knob
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_setup_measure_the_same_numbers(tmp_path: Path) -> None:
+    """The whole chain (gem-fm, its Spark knowledge, the domain FMs, a VM taking all of it) under one
+    seed twice: every number but the wall times equal, to the last bit."""
+    setup = dataclasses.replace(QUICK, datasets=("synthetic",), methods=("alone", "full"), staleness=(0,))
+    reports = []
+    for run in ("a", "b"):
+        settings = Settings(lake=str(tmp_path / run / "lake"), mlflow_uri=f"sqlite:///{tmp_path}/{run}.db")
+        run_transfer_benchmark(settings, setup, out_dir=str(tmp_path / run / "out"))
+        report = json.loads((tmp_path / run / "out" / "transfer.json").read_text())
+        reports.append({p: v for p, v in _numbers(report) if "seconds" not in p})
+    assert any(p.endswith("methods.full.ne") for p in reports[0]), "the full VM was measured"
+    assert reports[0].keys() == reports[1].keys()
+    differ = [p for p in reports[0] if reports[0][p] != reports[1][p] and not math.isnan(reports[0][p])]
+    assert not differ, f"numbers that differ between two runs: {differ}"
