@@ -1,4 +1,4 @@
-"""`distillery bench transfer --quick`: the report's keys exist and every number in it is finite."""
+"""`distillery bench transfer --quick`: every key exists, every number is finite, and two runs agree."""
 
 from __future__ import annotations
 
