@@ -99,7 +99,7 @@ def test_backbones_are_valid_and_keep_shareable_sizes(size: str, share: tuple[st
         assert all(getattr(student, k) == getattr(teacher, k) for k in SHARED_SIZES)
     assert domain.n_layers == max(1, teacher.n_layers - 1)
     assert domain.history_length == max(8, teacher.history_length // 2)
-    assert domain.trunk_widths == tuple(max(16, w // 2) for w in teacher.trunk_widths)
+    assert domain.trunk_widths == teacher.trunk_widths and domain.embed_dim == teacher.embed_dim
     assert domain.item_buckets == teacher.item_buckets
     assert vm.n_layers == 1 and vm.trunk_widths == (32, 16) and vm.dropout == 0.0
     if "embeddings" in share:
