@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -598,7 +599,7 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
     from infra.registry import git_sha
     from pipeline.bench_transfer_report import claims
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), _utc_now()
     datasets = run_datasets(settings, cfg)
     for data in datasets.values():
         data["claims"] = claims(data)
@@ -608,9 +609,16 @@ def run_transfer_benchmark(settings: Settings, cfg: TransferBenchConfig, out_dir
         "datasets": datasets,
         "models": model_sizes(cfg),
         "wall_seconds": time.perf_counter() - start,
+        "started": started,  # UTC: a join of runs that overlapped tells their elapsed time from these
+        "finished": _utc_now(),
     }
     write_transfer_report(settings, report, out_dir, dataclasses.asdict(cfg))
     return report
+
+
+def _utc_now() -> str:
+    """Now, UTC, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def write_transfer_report(

@@ -5,7 +5,9 @@ machine's lease). Each dataset can be run on its own (`--datasets <name> --out D
 runs joined here, provided they measured one setup: the same machine, the same code (the
 commit each report records), the same models, and every dataset's setup equal but for its
 days. The joined wall time is the runs' sum, and the report keeps each run's datasets and
-wall time under `runs`. A joined report joins again (a dataset added to the committed report
+wall time under `runs`. Runs may run side by side, each slowed by the others: where every run
+recorded when it started and finished, the report also gives `elapsed_seconds`, from the first
+start to the last finish. A joined report joins again (a dataset added to the committed report
 later), its runs kept.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +68,32 @@ def join_reports(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if differing:
                 raise ValueError(f"{name}: dataset {dataset!r} has setup {differing} unlike {first_name}'s")
             datasets[dataset], origin[dataset] = data, name
+    joined_runs = [run for name, report in runs.items() for run in _runs_of(name, report)]
     return {
         "machine": first["machine"],
         "code": first.get("code", "unrecorded"),
         "datasets": {d: datasets[d] for d in DATASETS if d in datasets},
         "models": first["models"],
         "wall_seconds": sum(report["wall_seconds"] for report in runs.values()),
-        "runs": [run for name, report in runs.items() for run in _runs_of(name, report)],
-    }
+        "runs": joined_runs,
+    } | _elapsed(joined_runs)
 
 
 def _runs_of(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs behind a report: those it was joined from, else itself."""
+    """The runs behind a report: those it was joined from, else itself (with when it ran, if recorded)."""
     own = {"from": name, "datasets": list(report["datasets"]), "wall_seconds": report["wall_seconds"]}
+    own |= {k: report[k] for k in ("started", "finished") if k in report}
     return report.get("runs", [own])
+
+
+def _elapsed(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """`elapsed_seconds` from the first run's start to the last one's finish; nothing unless every run
+    recorded both."""
+    if not all("started" in run and "finished" in run for run in runs):
+        return {}
+    first = min(datetime.fromisoformat(run["started"]) for run in runs)
+    last = max(datetime.fromisoformat(run["finished"]) for run in runs)
+    return {"elapsed_seconds": (last - first).total_seconds()}
 
 
 def join_transfer_runs(settings: Settings, run_dirs: list[str], out_dir: str) -> dict[str, Any]:

@@ -282,12 +282,16 @@ def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
 
 
 def _runs(report: dict[str, Any]) -> str:
-    """A joined report's runs (`bench_transfer_join`), each with its datasets and wall time."""
+    """A joined report's runs (`bench_transfer_join`), each with its datasets and wall time, and
+    their elapsed time where they recorded it."""
     runs = report.get("runs", [])
     if len(runs) < 2:
         return ""
     parts = "; ".join(f"{', '.join(r['datasets'])} {r['wall_seconds'] / 60:.1f} min" for r in runs)
-    return f", the sum of {len(runs)} runs joined ({parts})"
+    text = f", the sum of {len(runs)} runs joined ({parts})"
+    if "elapsed_seconds" in report:
+        text += f"; {report['elapsed_seconds'] / 60:.1f} min elapsed from the first start to the last finish"
+    return text
 
 
 def _first_hop(data: dict[str, Any]) -> str:

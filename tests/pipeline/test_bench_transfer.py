@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     joined = json.loads((tmp_path / "j" / "transfer.json").read_text())
     assert joined["datasets"] == report["datasets"]
     assert joined["wall_seconds"] == 2 * report["wall_seconds"]
+    ran = datetime.fromisoformat(report["finished"]) - datetime.fromisoformat(report["started"])
+    assert joined["elapsed_seconds"] == ran.total_seconds() <= report["wall_seconds"] + 1
     assert "the sum of 2 runs joined (movielens" in (tmp_path / "j" / "transfer.md").read_text()
     assert (tmp_path / "j" / "staleness_movielens.png").stat().st_size > 0
 

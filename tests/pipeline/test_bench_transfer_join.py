@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.bench_transfer import _undefined_as_null
 from pipeline.bench_transfer_join import join_reports, read_run
+from pipeline.bench_transfer_report import _runs
 from pipeline.cli import main
 
 
@@ -56,6 +57,23 @@ def test_a_joined_report_joins_again_keeping_its_runs() -> None:
     assert [run["from"] for run in joined["runs"]] == ["a", "b", "c"]
     assert joined["wall_seconds"] == 180.0
     assert list(joined["datasets"]) == ["synthetic", "synthetic_drift", "movielens"]
+
+
+def test_runs_that_recorded_when_they_ran_give_the_elapsed_time_beside_the_sum() -> None:
+    side_by_side = {
+        "a": _run(("movielens",), 3600.0)
+        | {"started": "2026-12-05T12:00:00+00:00", "finished": "2026-12-05T13:00:00+00:00"},
+        "b": _run(("synthetic",), 5400.0)
+        | {"started": "2026-12-05T12:00:05+00:00", "finished": "2026-12-05T13:30:05+00:00"},
+    }
+
+    joined = join_reports(side_by_side)
+
+    assert joined["wall_seconds"] == 9000.0 and joined["elapsed_seconds"] == 5405.0
+    assert joined["runs"][1]["started"] == "2026-12-05T12:00:05+00:00"
+    assert _runs(joined).endswith("; 90.1 min elapsed from the first start to the last finish")
+    again = join_reports({"reports": joined, "c": _run(("synthetic_drift",), 60.0)})
+    assert "elapsed_seconds" not in again, "a run that did not record when it ran: the span is unknown"
 
 
 def test_runs_of_different_setups_or_one_dataset_twice_are_refused_by_name() -> None:
