@@ -191,8 +191,8 @@ def student_backbone(kind: str, teacher: FMConfig, share: tuple[str, ...] = ()) 
     trunk, so the embedding it ships to its VMs is as wide as the teacher's: halved, it
     cost the hierarchical VMs 0.003-0.005 click NE in the transfer benchmark (synthetic,
     synthetic_drift, MovieLens), though the wider domain FM is no better a teacher of
-    clicks. A VM's id tables are a
-    quarter of the teacher's unless it takes them ("embeddings" in `share`). An HSTU
+    clicks. A VM's id tables are a quarter of the teacher's unless it takes them
+    ("embeddings" in `share`). An HSTU
     block's position bias spans n_cls + history_length tokens, so a student that takes
     an HSTU sequence encoder keeps the teacher's n_cls and history_length.
     """
