@@ -192,9 +192,9 @@ def student_backbone(kind: str, teacher: FMConfig, share: tuple[str, ...] = ()) 
     cost the hierarchical VMs 0.003-0.005 click NE in the transfer benchmark (synthetic,
     synthetic_drift, MovieLens), though the wider domain FM is no better a teacher of
     clicks. A VM's id tables are a quarter of the teacher's unless it takes them
-    ("embeddings" in `share`). An HSTU
-    block's position bias spans n_cls + history_length tokens, so a student that takes
-    an HSTU sequence encoder keeps the teacher's n_cls and history_length.
+    ("embeddings" in `share`). An HSTU block's position bias spans n_cls +
+    history_length tokens, so a student that takes an HSTU sequence encoder keeps the
+    teacher's n_cls and history_length.
     """
     if kind == "domain":
         sizes: dict[str, Any] = {
