@@ -8,7 +8,8 @@ days. The joined wall time is the runs' sum, and the report keeps each run's dat
 wall time under `runs`. Runs may run side by side, each slowed by the others: where every run
 recorded when it started and finished, the report also gives `elapsed_seconds`, from the first
 start to the last finish. A joined report joins again (a dataset added to the committed report
-later), its runs kept.
+later), its runs kept. The claims are judged again by the joining code (`judged_by`): a verdict
+reads the measurements, so a rule refined after the runs applies to them without measuring again.
 """
 
 from __future__ import annotations
@@ -98,8 +99,14 @@ def _elapsed(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def join_transfer_runs(settings: Settings, run_dirs: list[str], out_dir: str) -> dict[str, Any]:
     """Join the `transfer.json` of each run folder into one report in `out_dir` (JSON, Markdown, plots),
-    logged to MLflow as a run of its own."""
+    its claims judged by this code, logged to MLflow as a run of its own."""
+    from infra.registry import git_sha
+    from pipeline.bench_transfer_report import claims
+
     report = join_reports({run_dir: read_run(run_dir) for run_dir in run_dirs})
+    for data in report["datasets"].values():
+        data["claims"] = claims(data)
+    report["judged_by"] = git_sha()
     setup = _common_setup(next(iter(report["datasets"].values()))["setup"])
     write_transfer_report(settings, report, out_dir, setup | {"joined": run_dirs})
     return report

@@ -88,7 +88,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     parts = [str(tmp_path / "movielens"), str(tmp_path / "synthetic")]
     join_transfer_runs(settings, parts, str(tmp_path / "j"))
     joined = json.loads((tmp_path / "j" / "transfer.json").read_text())
-    assert joined["datasets"] == report["datasets"]
+    assert joined["datasets"] == report["datasets"], "claims judged again by the same code: the same"
+    assert joined["judged_by"] == report["code"]
     assert joined["wall_seconds"] == 2 * report["wall_seconds"]
     ran = datetime.fromisoformat(report["finished"]) - datetime.fromisoformat(report["started"])
     assert joined["elapsed_seconds"] == ran.total_seconds() <= report["wall_seconds"] + 1

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.bench_transfer import _undefined_as_null
 from pipeline.bench_transfer_join import join_reports, read_run
-from pipeline.bench_transfer_report import _runs
+from pipeline.bench_transfer_report import _judged_by, _runs
 from pipeline.cli import main
 
 
@@ -74,6 +74,15 @@ def test_runs_that_recorded_when_they_ran_give_the_elapsed_time_beside_the_sum()
     assert _runs(joined).endswith("; 90.1 min elapsed from the first start to the last finish")
     again = join_reports({"reports": joined, "c": _run(("synthetic_drift",), 60.0)})
     assert "elapsed_seconds" not in again, "a run that did not record when it ran: the span is unknown"
+
+
+def test_a_report_names_the_code_that_judged_its_claims_where_another_measured_it() -> None:
+    measured = _run(("synthetic",), 60.0)  # code c9c9de5
+    judged = _judged_by(measured | {"judged_by": "0123456789abcdef"})
+
+    assert judged == ", claims judged by commit 0123456789ab"
+    assert _judged_by(measured | {"judged_by": "c9c9de5"}) == ""
+    assert _judged_by(measured) == ""
 
 
 def test_runs_of_different_setups_or_one_dataset_twice_are_refused_by_name() -> None:

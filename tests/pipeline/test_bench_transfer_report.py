@@ -80,6 +80,15 @@ def test_adapter_recovery() -> None:
     assert "gem-fm itself loses 0.0500" in verdict["note"]
 
 
+def test_a_recovery_within_the_seeds_noise_is_no_win_however_large_its_mean() -> None:
+    staleness = _staleness(0.80, 0.84, 0.81)
+    staleness["2"]["adapter"] = _arm(0.81, (-0.04, 0.0, 0.04))  # wins back 3/4 on average, noisily
+    recovery = adapter_recovery(staleness, TEACHER)["by_head"]["aux_head"]
+    assert abs(recovery["share"] - 0.75) < 1e-9 and abs(recovery["recovery_noise"] - 0.08) < 1e-9
+    assert adapter_recovery(staleness, TEACHER)["holds"] is False
+    assert "wins back 0.03 (noise 0.08; share 0.75)" in _claim_line("a", adapter_recovery(staleness, TEACHER))
+
+
 def _with_kd(staleness: dict, kd0: float, kd2: float, kd_adapter2: float) -> dict:
     staleness["0"] |= {"kd": _arm(kd0), "kd_adapter": _arm(kd0)}
     staleness["2"] |= {"kd": _arm(kd2), "kd_adapter": _arm(kd_adapter2)}
