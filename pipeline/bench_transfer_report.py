@@ -95,10 +95,12 @@ def adapter_recovery(
     twice the spread of the seeds' losses is noise: nothing measurable to recover on that head. The
     claim holds when some head loses measurably and, on every head that does, the adapter wins back at
     least half, itself a win (beyond twice the spread of the seeds' gains).
-    Beside it, what staleness costs gem-fm itself on the same slices (`teacher`, per staleness), and
-    what the adapter does where it acts, on the click targets of the adapter VMs' training rows
-    (`targets_share`: the share of the log loss staleness costs the teacher's own targets that the
-    adapted ones win back).
+    Beside it, what staleness costs gem-fm itself on the same slices (`teacher`, per staleness: NE,
+    and AUC, its ranking), and what the adapter does where it acts, on the click targets of the
+    adapter VMs' training rows (`targets_share`: the share of the log loss staleness costs the
+    teacher's own targets that the adapted ones win back; `adapted_targets_lost`: what it still costs
+    the adapted ones). The adapter is a monotone map of each day's logit: it cannot restore the
+    ranking a stale teacher lost, which the note names where the claim does not hold.
     """
     k = str(stale)
     not_judged = {"holds": None, "why": f"needs staleness 0 and {stale}, and a head of {ADAPTED_HEADS}"}
@@ -111,35 +113,53 @@ def adapter_recovery(
     by_head = {plain: _recovery(staleness, plain, adapted, k) for plain, adapted in heads}
     losing = [r for r in by_head.values() if _finite(r["share"])]
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
+    teacher_auc_lost = teacher["0"].get("auc", math.nan) - teacher[k].get("auc", math.nan)
     targets = _target_recovery(staleness["0"][heads[0][1]], staleness[k][heads[0][1]])
     verdict = {
         "stale_days": stale,
         "teacher_ne_lost": teacher_lost,
+        "teacher_auc_lost": teacher_auc_lost,
         **targets,
         "by_head": by_head,
         "holds": bool(losing) and all(_recovers_half(r) for r in losing),
     }
+    notes = []
     if not losing:
         losses = "; ".join(
             f"the {plain} VM {r['ne_lost']:.4f} (noise {r['noise']:.4f})" for plain, r in by_head.items()
         )
-        verdict["note"] = (
+        notes.append(
             f"a {stale}-day-stale teacher costs {losses}, each within twice the spread of the seeds' "
             f"losses, while gem-fm itself loses {teacher_lost:.4f}: nothing to recover; on the VMs' "
             f"training rows the adapted click targets win back {_fmt(targets['targets_share'])} of the "
             "log loss staleness costs the teacher's own"
         )
+    if not verdict["holds"] and _finite(teacher_auc_lost, targets["adapted_targets_lost"]):
+        notes.append(
+            f"staleness still costs the adapted targets {targets['adapted_targets_lost']:.4f} log loss "
+            f"(the teacher's own {targets['targets_lost']:.4f}) and gem-fm {teacher_auc_lost:.4f} AUC: "
+            "a monotone map of each day's logit keeps that day's ranking, so what staleness costs the "
+            "ranking is beyond the adapter"
+        )
+    if notes:
+        verdict["note"] = "; ".join(notes)
     return verdict
 
 
 def _target_recovery(fresh: dict[str, Any], stale: dict[str, Any]) -> dict[str, float]:
     """The adapter VM's click targets (`TARGET_METRICS`, mean log loss against its training labels):
-    what staleness costs the teacher's own, what the adapted ones win back, and the share."""
+    what staleness costs the teacher's own, what the adapted ones win back, the share, and what
+    staleness still costs the adapted ones."""
     own, adapted = stale.get("teacher_log_loss", math.nan), stale.get("target_log_loss", math.nan)
     lost = own - fresh.get("teacher_log_loss", math.nan)
     recovered = own - adapted
     share = recovered / lost if _finite(lost, recovered) and lost > 0 else math.nan
-    return {"targets_lost": lost, "targets_recovered": recovered, "targets_share": share}
+    return {
+        "targets_lost": lost,
+        "targets_recovered": recovered,
+        "targets_share": share,
+        "adapted_targets_lost": adapted - fresh.get("target_log_loss", math.nan),
+    }
 
 
 def label_noise(clicks: float) -> float:
@@ -242,6 +262,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {method} | {cells} |")
         cells = " | ".join(f"{data['teacher_by_staleness'][k]['ne']:.4f}" for k in ks)
         lines.append(f"| gem-fm itself (its logged predictions) | {cells} |")
+        cells = " | ".join(f"{data['teacher_by_staleness'][k]['auc']:.4f}" for k in ks)
+        lines.append(f"| gem-fm itself: AUC, its ranking (higher is better) | {cells} |")
         lines += _targets_table(data["staleness"], ks)
         lines += ["", "Claims:", ""]
         lines += [_claim_line(claim, verdict) for claim, verdict in data["claims"].items()]
