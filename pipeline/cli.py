@@ -236,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+", default=None, help="transfer: methods to run (default: all)")
     bench.add_argument("--surfaces", nargs="+", default=None, help="transfer: VMs to train (default: all)")
     bench.add_argument("--seeds", type=int, nargs="+", default=None, help="transfer: training seeds")
-    bench.add_argument("--staleness", type=int, nargs="+", default=None, help="transfer: teacher delays")
+    bench.add_argument(
+        "--staleness",
+        type=int,
+        nargs="+",
+        default=None,
+        help="transfer: teacher delays in days; the largest, k, sets the VMs' first day (3 + k), so a "
+        "run with another largest delay measures other days than the committed report",
+    )
     bench.add_argument(
         "--datasets", nargs="+", default=None, help="transfer: synthetic, synthetic_drift, movielens"
     )
