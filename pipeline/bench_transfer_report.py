@@ -99,8 +99,9 @@ def adapter_recovery(
     and AUC, its ranking), and what the adapter does where it acts, on the click targets of the
     adapter VMs' training rows (`targets_share`: the share of the log loss staleness costs the
     teacher's own targets that the adapted ones win back; `adapted_targets_lost`: what it still costs
-    the adapted ones). The adapter is a monotone map of each day's logit: it cannot restore the
-    ranking a stale teacher lost, which the note names where the claim does not hold.
+    the adapted ones). The adapter re-maps the stale teacher's own logits (per day, an affine map of
+    its tasks' logits): ranking the stale teacher no longer knows is not in its inputs, which the
+    note names where the claim does not hold.
     """
     k = str(stale)
     not_judged = {"holds": None, "why": f"needs staleness 0 and {stale}, and a head of {ADAPTED_HEADS}"}
@@ -138,8 +139,8 @@ def adapter_recovery(
         notes.append(
             f"staleness still costs the adapted targets {targets['adapted_targets_lost']:.4f} log loss "
             f"(the teacher's own {targets['targets_lost']:.4f}) and gem-fm {teacher_auc_lost:.4f} AUC: "
-            "a monotone map of each day's logit keeps that day's ranking, so what staleness costs the "
-            "ranking is beyond the adapter"
+            "the adapter only re-maps the stale teacher's own logits, so ranking the stale teacher no "
+            "longer knows is not in its inputs"
         )
     if notes:
         verdict["note"] = "; ".join(notes)
