@@ -114,7 +114,7 @@ def adapter_recovery(
     by_head = {plain: _recovery(staleness, plain, adapted, k) for plain, adapted in heads}
     losing = [r for r in by_head.values() if _finite(r["share"])]
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
-    teacher_auc_lost = teacher["0"].get("auc", math.nan) - teacher[k].get("auc", math.nan)
+    teacher_auc_lost = teacher["0"]["auc"] - teacher[k]["auc"]
     targets = _target_recovery(staleness["0"][heads[0][1]], staleness[k][heads[0][1]])
     verdict = {
         "stale_days": stale,

@@ -59,7 +59,7 @@ def _staleness(aux0: float, aux2: float, adapter2: float) -> dict:
     }
 
 
-TEACHER = {"0": {"ne": 0.70}, "2": {"ne": 0.75}}
+TEACHER = {"0": {"ne": 0.70, "auc": 0.72}, "2": {"ne": 0.75, "auc": 0.70}}  # as `teacher_metrics` gives
 
 
 def test_adapter_recovery() -> None:
@@ -124,17 +124,16 @@ def test_adapter_recovery_names_what_the_adapter_won_back_on_its_targets() -> No
 
 
 def test_a_claim_that_fails_names_the_ranking_a_stale_teacher_lost_beyond_the_adapter() -> None:
-    ranking = {"0": {"ne": 0.70, "auc": 0.72}, "2": {"ne": 0.75, "auc": 0.70}}
     staleness = _staleness(0.80, 0.84, 0.83)  # the adapter wins back 1/4
     staleness["0"]["adapter"] |= {"teacher_log_loss": 0.230, "target_log_loss": 0.229}
     staleness["2"]["adapter"] |= {"teacher_log_loss": 0.238, "target_log_loss": 0.232}
-    verdict = adapter_recovery(staleness, ranking)
+    verdict = adapter_recovery(staleness, TEACHER)
     assert abs(verdict["adapted_targets_lost"] - 0.003) < 1e-9
     assert abs(verdict["teacher_auc_lost"] - 0.02) < 1e-9
     assert verdict["note"].startswith("staleness still costs the adapted targets 0.0030 log loss (the ")
     assert "gem-fm 0.0200 AUC" in verdict["note"]
     staleness["2"]["adapter"] = _arm(0.81)  # wins back 3/4: nothing to explain
-    assert "note" not in adapter_recovery(staleness, ranking)
+    assert "note" not in adapter_recovery(staleness, TEACHER)
 
 
 def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
