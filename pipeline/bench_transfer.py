@@ -19,7 +19,10 @@ Transfer ratio (METHODS.md) = (NE_alone - NE_method) / (NE_alone - NE_teacher), 
 the VM's evaluation slice, NE_teacher being fresh `gem-fm`'s (k = 0) logged predictions.
 The k-stale gem-fm's own logged predictions on the same slices are measured too: what
 staleness costs the teacher itself (ExFM's premise), beside what it costs each VM.
-Calibration over several VMs pools their clicks (predicted over observed, summed).
+Calibration over several VMs pools their clicks (predicted over observed, summed). In the
+synthetic worlds every test row's true click probability is known (the one its label was drawn
+with), so there calibration is also measured against the expected clicks (`true_calibration`),
+free of the observed clicks' sampling noise.
 Bench students get their own registered names (`<name>.<method>.s<seed>.k<k>`), so a
 bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG plots.
 """
@@ -63,6 +66,9 @@ METRICS: tuple[str, ...] = ("ne", "auc", "calibration")
 # A VM's click distillation targets against the labels of its training rows (mean log loss): the
 # targets it learned from (adapted, when it has an adapter) and its teacher's own.
 TARGET_METRICS: tuple[str, ...] = ("target_log_loss", "teacher_log_loss")
+# Where the world is synthetic: the evaluation slice's expected clicks (true probabilities summed) and
+# the calibration against them (predicted over expected clicks).
+TRUTH_METRICS: tuple[str, ...] = ("expected_clicks", "true_calibration")
 # The serving head's predictions of one day, as `SliceEvaluator.update` takes them:
 # logits (N, T), labels (N, T), label mask (N, T), surface codes (N,).
 Batch = tuple[Any, Any, Any, Any]
@@ -166,6 +172,15 @@ class Measured:
     domain_teacher: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)  # fresh, per seed
     seconds: dict[str, float] = field(default_factory=dict)
     ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
+    expected_clicks: dict[str, float] = field(
+        default_factory=dict
+    )  # surface -> over evaluation; synthetic only
+
+    def with_truth(self, surface: str, metrics: dict[str, float]) -> dict[str, float]:
+        """`metrics` on `surface`'s evaluation slice, with the slice's expected clicks where known."""
+        if surface not in self.expected_clicks:
+            return metrics
+        return metrics | {"expected_clicks": self.expected_clicks[surface]}
 
 
 def _slice_metrics(metrics: dict[str, float], surface: str) -> dict[str, float]:
@@ -307,6 +322,27 @@ def teacher_metrics(
     return pooled_metrics(batches, surface)[0]
 
 
+def expected_clicks(settings: Settings, world: SyntheticWorld, surface: str, days: list[str]) -> float:
+    """The clicks `world` expects on `surface`'s evaluation slice over `days`: the sum of the true click
+    probabilities its labels were drawn with, over the rows the click metrics count."""
+    import pyarrow.compute as pc
+
+    from pipeline.student_data import student_evaluation_rows
+    from pipeline.train_fm import labels_and_mask
+    from pipeline.train_student import TASKS
+
+    total = 0.0
+    for day in days:
+        table = student_evaluation_rows(settings, vertical_model(surface, "direct"), day, TASKS).table
+        truth = world.day_click_probabilities(day)
+        at = pc.index_in(table["example_id"], value_set=truth["event_id"])
+        if at.null_count:
+            raise ValueError(f"{day}: {at.null_count} {surface} rows are not events of the synthetic world")
+        counted = labels_and_mask(table, TASKS)[1][:, TASKS.index("click")].numpy() > 0
+        total += float(truth["p_click"].to_numpy()[at.to_numpy()][counted].sum())
+    return total
+
+
 def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
     """Progressive click NE of gem-fm: the checkpoint trained through each day, on the next day."""
     from infra.checkpoints import checkpoint_uri
@@ -347,8 +383,11 @@ def learns_from_teacher(method: str) -> bool:
     return transfer.uses_teacher or bool(transfer.share)
 
 
-def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str]) -> Measured:
-    """Everything the report needs on one lake whose examples exist for `days`."""
+def measure_dataset(
+    settings: Settings, cfg: TransferBenchConfig, days: list[str], world: SyntheticWorld | None = None
+) -> Measured:
+    """Everything the report needs on one lake whose examples exist for `days`; with the synthetic
+    `world` that generated them, each evaluation slice's expected clicks too."""
     from infra.spark import get_spark
 
     spark = get_spark(settings)
@@ -359,8 +398,13 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
     measured.seconds["fm"] = time.perf_counter() - start
     for delay in sorted(cfg.staleness):
         write_fm_knowledge(settings, days, delay, spark)
+        if delay == 0 and world is not None:  # the slices' rows are read with the knowledge
+            for surface in cfg.surfaces:
+                measured.expected_clicks[surface] = expected_clicks(settings, world, surface, evaluation)
         for surface in cfg.surfaces:
-            measured.teachers[delay, surface] = teacher_metrics(settings, surface, evaluation)
+            measured.teachers[delay, surface] = measured.with_truth(
+                surface, teacher_metrics(settings, surface, evaluation)
+            )
         for seed in cfg.seeds:
             train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
             tag = f"s{seed}.k{delay}"
@@ -369,8 +413,8 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
             if delay == 0 and domains:
                 for surface in cfg.surfaces:
                     teacher = domains[SURFACE_DOMAINS[surface]].name
-                    measured.domain_teacher[seed, surface] = teacher_metrics(
-                        settings, surface, evaluation, teacher
+                    measured.domain_teacher[seed, surface] = measured.with_truth(
+                        surface, teacher_metrics(settings, surface, evaluation, teacher)
                     )
             for surface in cfg.surfaces:
                 for method in cfg.methods:
@@ -384,7 +428,7 @@ def measure_dataset(settings: Settings, cfg: TransferBenchConfig, days: list[str
                         spec = dataclasses.replace(spec, teacher=domains[SURFACE_DOMAINS[surface]].name)
                     began = time.perf_counter()
                     metrics, by_day = train_and_measure_vm(settings, spec, method, window, train)
-                    measured.students[seed, delay, method, surface] = metrics
+                    measured.students[seed, delay, method, surface] = measured.with_truth(surface, metrics)
                     measured.seconds[f"vm {method}"] = measured.seconds.get(f"vm {method}", 0.0) + (
                         time.perf_counter() - began
                     )
@@ -415,13 +459,16 @@ def _std(values: list[float]) -> float:
 
 def _over_surfaces(records: list[dict[str, float]], metric: str) -> float:
     """One seed's `metric` over its VMs: the mean; clicks add up, and calibration pools the clicks
-    (every VM's predicted clicks over every VM's observed ones)."""
+    (every VM's predicted clicks over every VM's observed ones, or expected ones: `true_calibration`)."""
     if metric == "clicks":
         return sum(r["clicks"] for r in records)
-    if metric == "calibration":
-        clicked = [r for r in records if r["clicks"] > 0]
-        total = sum(r["clicks"] for r in clicked)
+    clicked = [r for r in records if r["clicks"] > 0]
+    if metric in ("calibration", "true_calibration"):
+        over = "clicks" if metric == "calibration" else "expected_clicks"
+        total = sum(r[over] for r in clicked)
         return sum(r["calibration"] * r["clicks"] for r in clicked) / total if total else math.nan
+    if metric == "expected_clicks":
+        return sum(r["expected_clicks"] for r in clicked)
     return _mean([r[metric] for r in records])
 
 
@@ -438,7 +485,8 @@ def _over_seeds(
 ) -> dict[str, float]:
     """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
     the mean and spread over seeds (and each seed's NE, for paired comparisons), with its transfer ratio
-    against the same seed's VM alone; a VM's `TARGET_METRICS` likewise."""
+    against the same seed's VM alone; a VM's `TARGET_METRICS` likewise, and `TRUTH_METRICS` (with the
+    spread of `true_calibration`) where the world is synthetic."""
 
     def per_seed(metric: str) -> list[float]:
         return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]
@@ -447,13 +495,19 @@ def _over_seeds(
         _mean([_ratio_to_alone(measured, cfg, s, v, model(s, v)) for v in cfg.surfaces]) for s in cfg.seeds
     ]
     measured_here = set(model(cfg.seeds[0], cfg.surfaces[0]))
-    metrics = (*METRICS, "clicks", *(m for m in TARGET_METRICS if m in measured_here))
-    return {m: _mean(per_seed(m)) for m in metrics} | {
-        "ne_std": _std(per_seed("ne")),
-        "ne_by_seed": per_seed("ne"),
-        "transfer_ratio": _mean(ratios),
-        "transfer_ratio_std": _std(ratios),
-    }
+    truth = TRUTH_METRICS if "expected_clicks" in measured_here else ()
+    metrics = (*METRICS, "clicks", *truth, *(m for m in TARGET_METRICS if m in measured_here))
+    spread = {"true_calibration_std": _std(per_seed("true_calibration"))} if truth else {}
+    return (
+        {m: _mean(per_seed(m)) for m in metrics}
+        | spread
+        | {
+            "ne_std": _std(per_seed("ne")),
+            "ne_by_seed": per_seed("ne"),
+            "transfer_ratio": _mean(ratios),
+            "transfer_ratio_std": _std(ratios),
+        }
+    )
 
 
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
@@ -485,7 +539,8 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
 
     def teacher(delay: int) -> dict[str, float]:
         slices = [measured.teachers[delay, v] for v in cfg.surfaces]
-        return {m: _over_surfaces(slices, m) for m in (*METRICS, "clicks")}
+        truth = TRUTH_METRICS if measured.expected_clicks else ()
+        return {m: _over_surfaces(slices, m) for m in (*METRICS, "clicks", *truth)}
 
     summary = {
         "methods": methods,
@@ -525,13 +580,16 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
     """One dataset's measurements in a temporary lake: the synthetic world; or, written as daily event
     files and read by the `files` source as users' own logs are, the drifting world or MovieLens-100k."""
     from infra.sources.movielens import write_movielens_events
-    from infra.sources.synthetic import write_world_events
+    from infra.sources.select import world_config
+    from infra.sources.synthetic import SyntheticWorld, write_world_events
     from pipeline.bench_teacher import bench_days, build_lake
 
     with tempfile.TemporaryDirectory(prefix=f"distillery-bench-transfer-{dataset}-") as root:
         lake = bench_settings(settings, root, cfg)
+        world = None  # MovieLens: no hidden truth
         if dataset == "synthetic":
             days = bench_days(lake.start_date, cfg.days)
+            world = SyntheticWorld(world_config(lake))
         else:
             lake = dataclasses.replace(lake, source="files", events_dir=f"{root}/events")
             if dataset == "movielens":
@@ -540,9 +598,10 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
                 )
             else:
                 days = bench_days(lake.start_date, cfg.days)
-                write_world_events(drifting_world(lake, cfg), Path(lake.events_dir), days)
+                world = drifting_world(lake, cfg)
+                write_world_events(world, Path(lake.events_dir), days)
         build_lake(lake, days)
-        measured = measure_dataset(lake, cfg, days)
+        measured = measure_dataset(lake, cfg, days, world)
     summary = summarise(measured, cfg)
     summary["setup"] = dataclasses.asdict(cfg) | {
         "days_list": days,

@@ -123,6 +123,12 @@ class SyntheticWorld:
         return self._generate(ds, self.state(ds))
 
     def _generate(self, ds: str, state: DayState) -> Iterator[pa.RecordBatch]:
+        day_start_us = ((self._start - date(1970, 1, 1)).days + state.day) * DAY_US
+        for rows in self._day_rows(state):
+            yield self._record_batch(ds, day_start_us, rows)
+
+    def _day_rows(self, state: DayState) -> Iterator[Rows]:
+        """The day's rows, hidden columns included, in chunks of `chunk_size`."""
         cfg = self.config
         n_total = cfg.events_per_day
         size = max(1, min(cfg.intent_update_every, -(-n_total // cfg.min_intent_updates_per_day)))
@@ -133,9 +139,7 @@ class SyntheticWorld:
             self._block(state, intent, b, lo, min(lo + size, n_total))
             for b, lo in enumerate(range(0, n_total, size))
         )
-        day_start_us = ((self._start - date(1970, 1, 1)).days + state.day) * DAY_US
-        for rows in _rechunk(blocks, cfg.chunk_size):
-            yield self._record_batch(ds, day_start_us, rows)
+        yield from _rechunk(blocks, cfg.chunk_size)
 
     def day_table(self, ds: str) -> pa.Table:
         """All of day `ds` as one table (concatenated `day_batches`)."""
@@ -165,6 +169,7 @@ class SyntheticWorld:
             "category": np.zeros(hi - lo, dtype=np.int32),
             "format": np.zeros(hi - lo, dtype=np.int64),
             "click": np.zeros(hi - lo, dtype=np.int8),
+            "p_click": np.zeros(hi - lo),  # the probability the click was drawn with (hidden)
             "conversion": np.zeros(hi - lo, dtype=np.int8),
             "delay_us": np.zeros(hi - lo, dtype=np.int64),
         }
@@ -183,7 +188,8 @@ class SyntheticWorld:
         )
         rows["item_id"][mask] = item + 1
         rows["category"][mask] = self.static.organic_category[item]
-        rows["click"][mask] = u[mask] < _sigmoid(logit)
+        rows["p_click"][mask] = _sigmoid(logit)
+        rows["click"][mask] = u[mask] < rows["p_click"][mask]
 
     def _label_ads(
         self,
@@ -212,7 +218,8 @@ class SyntheticWorld:
             state.ad_format[ad],
         )
         recent = intent[user, category] * np.exp(-self._decay * t_s)  # decayed engagements
-        click = u[0][mask] < _sigmoid(logit + cfg.intent_strength * (1.0 - np.exp(-recent)))
+        p_click = _sigmoid(logit + cfg.intent_strength * (1.0 - np.exp(-recent)))
+        click = u[0][mask] < p_click
         conv_logit = cfg.conversion_base_logit + self.static.advertiser_conv_bias[advertiser] + 0.5 * affinity
         conversion = click & (u[1][mask] < _sigmoid(conv_logit))
         # Truncated exponential delay (inverse CDF), at least 1 s so it lands after the click.
@@ -222,6 +229,7 @@ class SyntheticWorld:
         rows["advertiser"][mask] = advertiser + 1
         rows["category"][mask] = category
         rows["format"][mask] = state.ad_format[ad]
+        rows["p_click"][mask] = p_click
         rows["click"][mask] = click
         rows["conversion"][mask] = conversion
         rows["delay_us"][mask] = np.where(conversion, np.maximum(delay_s * 1e6, 1e6), 0).astype(np.int64)
@@ -230,9 +238,8 @@ class SyntheticWorld:
         """Observed columns of `rows`, cast to EVENTS_SCHEMA."""
         n, is_ad, st = len(rows["pos"]), rows["is_ad"], self.static
         ts_us = day_start_us + rows["offset_us"]
-        padded = pc.utf8_lpad(pc.cast(pa.array(rows["pos"]), pa.string()), width=9, padding="0")
         arrays = [
-            pc.binary_join_element_wise(f"{ds}-", padded, ""),
+            _event_ids(ds, rows["pos"]),
             pa.array(ts_us, TS_TYPE),
             pa.array([ds]).take(pa.array(np.zeros(n, dtype=np.int32))),
             pa.array(rows["user"] + 1, pa.int64()),
@@ -287,6 +294,19 @@ class SyntheticWorld:
         )
         return _sigmoid(logit)
 
+    def day_click_probabilities(self, ds: str) -> pa.Table:
+        """Every event of day `ds` with the true P(click) its label was drawn with, intent included:
+        `event_id`, `p_click`. Their sum over any rows is those rows' expected clicks. For benchmarks
+        and tests only; a model never sees this."""
+        state = self.state(ds)
+        parts = [(rows["pos"], rows["p_click"]) for rows in self._day_rows(state)]
+        return pa.table(
+            {
+                "event_id": _event_ids(ds, np.concatenate([p for p, _ in parts])),
+                "p_click": pa.array(np.concatenate([p for _, p in parts])),
+            }
+        )
+
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
     return table.column(name).to_numpy().astype(np.int64)
@@ -297,6 +317,12 @@ def _index_in(table: pa.Table, name: str, values: tuple[str, ...]) -> np.ndarray
     if index.null_count:
         raise ValueError(f"{name} holds values outside {values}")
     return index.to_numpy().astype(np.int64)
+
+
+def _event_ids(ds: str, pos: np.ndarray) -> pa.Array:
+    """The event ids of day `ds`'s events at positions `pos`: `<ds>-<pos, 9 digits>`."""
+    padded = pc.utf8_lpad(pc.cast(pa.array(pos), pa.string()), width=9, padding="0")
+    return pc.binary_join_element_wise(f"{ds}-", padded, "")
 
 
 def _rechunk(blocks: Iterator[Rows], size: int) -> Iterator[Rows]:

@@ -228,3 +228,23 @@ def test_bad_days_and_rows_are_refused(world: SyntheticWorld, day: pa.Table) -> 
         world.click_probability(DAY, day)
     p = world.click_probability(DAY, _ads(day))
     assert p.shape == (_ads(day).num_rows,) and p.min() > 0 and p.max() < 1
+
+
+def test_the_days_click_probabilities_are_those_its_labels_were_drawn_with(
+    world: SyntheticWorld, day: pa.Table
+) -> None:
+    truth = world.day_click_probabilities(DAY)
+    assert truth["event_id"].equals(day["event_id"])
+    p, clicks = truth["p_click"].to_numpy(), _labels(day)
+    assert np.all((p > 0) & (p < 1))
+    # The clicks are Bernoulli draws with these probabilities: their sum lies within 3 sigma of it.
+    assert abs(clicks.sum() - p.sum()) < 3 * np.sqrt(np.sum(p * (1 - p)))
+    # Intent lifts the clicks it was drawn with above the oracle, which leaves it out; without intent
+    # they are the oracle's.
+    ads = pc.equal(day["item_kind"], "ad").to_numpy(zero_copy_only=False)
+    assert p[ads].sum() > world.click_probability(DAY, _ads(day)).sum()
+    calm = SyntheticWorld(replace(SMALL, intent_strength=0.0))
+    calm_day = calm.day_table(DAY)
+    calm_ads = pc.equal(calm_day["item_kind"], "ad").to_numpy(zero_copy_only=False)
+    calm_p = calm.day_click_probabilities(DAY)["p_click"].to_numpy()
+    np.testing.assert_allclose(calm_p[calm_ads], calm.click_probability(DAY, _ads(calm_day)))

@@ -64,6 +64,14 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     evaluation = setup["evaluation_days"]
     assert evaluation[-1] == setup["days_list"][-1] and len(evaluation) == len(setup["student_days"])
     assert synthetic["teacher"]["clicks"] > 0
+    # The synthetic world's expected clicks on the same slices: the observed are a draw around them.
+    expected, clicks = synthetic["teacher"]["expected_clicks"], synthetic["teacher"]["clicks"]
+    assert abs(clicks - expected) < 4 * math.sqrt(expected)
+    assert synthetic["methods"]["kd"]["true_calibration"] > 0
+    assert (
+        synthetic["claims"]["aux_head_keeps_calibration"]["by_staleness"]["0"]["against"] == "expected clicks"
+    )
+    assert "true_calibration" not in report["datasets"]["movielens"]["methods"]["kd"], "no truth known"
     stale_teacher = synthetic["teacher_by_staleness"]
     assert set(stale_teacher) == {str(k) for k in QUICK.staleness}
     assert stale_teacher["0"]["ne"] == synthetic["teacher"]["ne"]

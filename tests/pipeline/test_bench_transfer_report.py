@@ -177,12 +177,40 @@ def test_calibration_is_refused_where_the_test_clicks_cannot_tell_two_percent() 
     assert aux_head_calibration(staleness(40_000))["holds"] is True  # error 0.005
 
 
+def test_calibration_against_the_worlds_expected_clicks_needs_no_label_noise_allowance() -> None:
+    def arm(observed: float, true: float) -> dict:
+        return {
+            "calibration": observed,
+            "true_calibration": true,
+            "true_calibration_std": 0.004,
+            "clicks": 3_600,
+        }
+
+    # Observed over 3,600 clicks, 2% cannot be told; against the expected clicks it can.
+    verdict = aux_head_calibration({"0": {"kd": arm(1.00, 1.03), "aux_head": arm(0.98, 1.01)}})
+    row = verdict["by_staleness"]["0"]
+    assert verdict["holds"] is True and "note" not in verdict
+    assert (row["against"], row["kd"], row["aux_head"], row["label_noise"]) == (
+        "expected clicks",
+        1.03,
+        1.01,
+        0.0,
+    )
+    assert "predicted over expected clicks" in _claim_line("aux_head_keeps_calibration", verdict)
+    calibrated = aux_head_calibration({"0": {"kd": arm(1.03, 1.01), "aux_head": arm(1.01, 0.99)}})
+    assert calibrated["holds"] is False, "KD within 2% of the truth: nothing shown, whatever was observed"
+
+
 def test_vms_pool_their_clicks_for_calibration_and_add_them_up() -> None:
     records = [
-        {"ne": 0.9, "calibration": 1.2, "clicks": 100.0},
-        {"ne": 0.8, "calibration": 0.9, "clicks": 300.0},
+        {"ne": 0.9, "calibration": 1.2, "clicks": 100.0, "expected_clicks": 110.0},
+        {"ne": 0.8, "calibration": 0.9, "clicks": 300.0, "expected_clicks": 290.0},
     ]
     assert abs(_over_surfaces(records, "calibration") - (120 + 270) / 400) < 1e-12
+    assert abs(_over_surfaces(records, "true_calibration") - (120 + 270) / 400) < 1e-12, "400 expected"
+    assert _over_surfaces(records, "expected_clicks") == 400.0
+    records[0]["expected_clicks"] = 130.0
+    assert abs(_over_surfaces(records, "true_calibration") - (120 + 270) / 420) < 1e-12
     assert _over_surfaces(records, "clicks") == 400
     assert abs(_over_surfaces(records, "ne") - 0.85) < 1e-12
 
