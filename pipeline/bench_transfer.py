@@ -172,9 +172,8 @@ class Measured:
     domain_teacher: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)  # fresh, per seed
     seconds: dict[str, float] = field(default_factory=dict)
     ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
-    expected_clicks: dict[str, float] = field(
-        default_factory=dict
-    )  # surface -> over evaluation; synthetic only
+    # surface -> its evaluation slice's expected clicks, in the synthetic worlds only
+    expected_clicks: dict[str, float] = field(default_factory=dict)
 
     def with_truth(self, surface: str, metrics: dict[str, float]) -> dict[str, float]:
         """`metrics` on `surface`'s evaluation slice, with the slice's expected clicks where known."""
