@@ -164,6 +164,10 @@ def test_aux_head_calibration() -> None:
     assert aux_head_calibration(good)["holds"] is True
     both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99, "clicks": 40_000}}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
+    # 0.005 beyond the tolerance, within twice the labels' sampling error (0.005): not shown.
+    near = {"0": {"kd": {"calibration": 1.025}, "aux_head": {"calibration": 1.01, "clicks": 40_000}}}
+    assert aux_head_calibration(near)["holds"] is False
+    assert "nowhere beyond 2% of 1.0 by more than twice its noise" in aux_head_calibration(near)["note"]
     assert aux_head_calibration({})["holds"] is None
 
 
@@ -178,11 +182,11 @@ def test_calibration_is_refused_where_the_test_clicks_cannot_tell_two_percent() 
 
 
 def test_calibration_against_the_worlds_expected_clicks_needs_no_label_noise_allowance() -> None:
-    def arm(observed: float, true: float) -> dict:
+    def arm(observed: float, true: float, spread: float = 0.004) -> dict:
         return {
             "calibration": observed,
             "true_calibration": true,
-            "true_calibration_std": 0.004,
+            "true_calibration_std": spread,
             "clicks": 3_600,
         }
 
@@ -199,6 +203,8 @@ def test_calibration_against_the_worlds_expected_clicks_needs_no_label_noise_all
     assert "predicted over expected clicks" in _claim_line("aux_head_keeps_calibration", verdict)
     calibrated = aux_head_calibration({"0": {"kd": arm(1.03, 1.01), "aux_head": arm(1.01, 0.99)}})
     assert calibrated["holds"] is False, "KD within 2% of the truth: nothing shown, whatever was observed"
+    spread = aux_head_calibration({"0": {"kd": arm(1.00, 1.03, 0.006), "aux_head": arm(0.98, 1.01)}})
+    assert spread["holds"] is False, "KD 0.01 beyond the tolerance, within twice its seeds' spread"
 
 
 def test_vms_pool_their_clicks_for_calibration_and_add_them_up() -> None:
