@@ -164,7 +164,7 @@ def test_aux_head_calibration() -> None:
     assert aux_head_calibration(good)["holds"] is True
     both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99, "clicks": 40_000}}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
-    # 0.005 beyond the tolerance, within twice the labels' sampling error (0.005): not shown.
+    # 0.005 beyond the tolerance, within twice the labels' sampling error (2 x 0.005): not shown.
     near = {"0": {"kd": {"calibration": 1.025}, "aux_head": {"calibration": 1.01, "clicks": 40_000}}}
     assert aux_head_calibration(near)["holds"] is False
     assert "nowhere beyond 2% of 1.0 by more than twice its noise" in aux_head_calibration(near)["note"]
