@@ -321,25 +321,32 @@ def teacher_metrics(
     return pooled_metrics(batches, surface)[0]
 
 
-def expected_clicks(settings: Settings, world: SyntheticWorld, surface: str, days: list[str]) -> float:
-    """The clicks `world` expects on `surface`'s evaluation slice over `days`: the sum of the true click
-    probabilities its labels were drawn with, over the rows the click metrics count."""
+def expected_clicks(
+    settings: Settings, world: SyntheticWorld, surfaces: tuple[str, ...], days: list[str]
+) -> dict[str, float]:
+    """The clicks `world` expects on each surface's evaluation slice over `days`: the sum of the true
+    click probabilities its labels were drawn with, over the rows the click metrics count. Each day
+    is generated once for every surface."""
     import pyarrow.compute as pc
 
     from pipeline.student_data import student_evaluation_rows
     from pipeline.train_fm import labels_and_mask
     from pipeline.train_student import TASKS
 
-    total = 0.0
+    totals = dict.fromkeys(surfaces, 0.0)
     for day in days:
-        table = student_evaluation_rows(settings, vertical_model(surface, "direct"), day, TASKS).table
         truth = world.day_click_probabilities(day)
-        at = pc.index_in(table["example_id"], value_set=truth["event_id"])
-        if at.null_count:
-            raise ValueError(f"{day}: {at.null_count} {surface} rows are not events of the synthetic world")
-        counted = labels_and_mask(table, TASKS)[1][:, TASKS.index("click")].numpy() > 0
-        total += float(truth["p_click"].to_numpy()[at.to_numpy()][counted].sum())
-    return total
+        p_click = truth["p_click"].to_numpy()
+        for surface in surfaces:
+            table = student_evaluation_rows(settings, vertical_model(surface, "direct"), day, TASKS).table
+            at = pc.index_in(table["example_id"], value_set=truth["event_id"])
+            if at.null_count:
+                raise ValueError(
+                    f"{day}: {at.null_count} {surface} rows are not events of the synthetic world"
+                )
+            counted = labels_and_mask(table, TASKS)[1][:, TASKS.index("click")].numpy() > 0
+            totals[surface] += float(p_click[at.to_numpy()][counted].sum())
+    return totals
 
 
 def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
@@ -398,8 +405,7 @@ def measure_dataset(
     for delay in sorted(cfg.staleness):
         write_fm_knowledge(settings, days, delay, spark)
         if delay == 0 and world is not None:  # the slices' rows are read with the knowledge
-            for surface in cfg.surfaces:
-                measured.expected_clicks[surface] = expected_clicks(settings, world, surface, evaluation)
+            measured.expected_clicks = expected_clicks(settings, world, cfg.surfaces, evaluation)
         for surface in cfg.surfaces:
             measured.teachers[delay, surface] = measured.with_truth(
                 surface, teacher_metrics(settings, surface, evaluation)
