@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
-from pipeline.bench_transfer import DATASETS, write_transfer_report
+from pipeline.bench_transfer import write_transfer_report
+from pipeline.bench_transfer_config import DATASETS
 
 # What may differ between the datasets of one setup: the days themselves and which datasets ran.
 PER_DATASET_SETUP = ("datasets", "days_list", "student_days", "evaluation_days")
@@ -101,7 +102,7 @@ def join_transfer_runs(settings: Settings, run_dirs: list[str], out_dir: str) ->
     """Join the `transfer.json` of each run folder into one report in `out_dir` (JSON, Markdown, plots),
     its claims judged by this code, logged to MLflow as a run of its own."""
     from infra.registry import git_sha
-    from pipeline.bench_transfer_report import claims
+    from pipeline.bench_transfer_claims import claims
 
     report = join_reports({run_dir: read_run(run_dir) for run_dir in run_dirs})
     for data in report["datasets"].values():

@@ -343,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as unjoinable:
             raise SystemExit(f"distillery bench transfer --join: {unjoinable}") from unjoinable
     if args.command == "bench" and args.suite == "transfer" and not args.join:
-        from pipeline.bench_transfer import QUICK, SYNTHETIC, run_transfer_benchmark
+        from pipeline.bench_transfer import run_transfer_benchmark
+        from pipeline.bench_transfer_config import QUICK, SYNTHETIC
 
         overrides = {
             name: tuple(value) if isinstance(value, list) else value

@@ -12,18 +12,10 @@ import pytest
 
 from infra.settings import Settings
 from infra.sources.synthetic import WorldConfig
-from pipeline.bench_transfer import (
-    FAST_DRIFT,
-    METHOD_NAMES,
-    QUICK,
-    SYNTHETIC,
-    TransferBenchConfig,
-    bench_settings,
-    drifting_world,
-    learns_from_teacher,
-    run_transfer_benchmark,
-)
+from pipeline.bench_transfer import bench_settings, drifting_world, run_transfer_benchmark
+from pipeline.bench_transfer_config import FAST_DRIFT, METHOD_NAMES, QUICK, SYNTHETIC, TransferBenchConfig
 from pipeline.bench_transfer_join import join_transfer_runs
+from pipeline.bench_transfer_measure import learns_from_teacher
 
 
 def _numbers(value: object, path: str = "") -> list[tuple[str, float]]:

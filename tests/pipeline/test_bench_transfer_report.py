@@ -1,4 +1,5 @@
-"""The transfer report's verdicts: each claim holds or fails on the numbers it names."""
+"""The transfer report's numbers and verdicts: pooling over VMs and days, each claim holding or failing
+on the numbers it names, and the lines that show them."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import math
 import torch
 
 from infra.schema import SURFACES
-from pipeline.bench_transfer import _over_surfaces, pooled_metrics, transfer_ratio
-from pipeline.bench_transfer_report import (
-    _claim_line,
-    _targets_table,
-    _win,
+from pipeline.bench_transfer_claims import (
     adapter_recovery,
     aux_head_calibration,
     full_versus_kd,
     paired_difference,
 )
+from pipeline.bench_transfer_measure import pooled_metrics
+from pipeline.bench_transfer_report import _claim_line, _targets_table, _win
+from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
 
 
 def test_transfer_ratio() -> None:
