@@ -57,10 +57,14 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, floa
     return statistics.fmean(differences), NOISE_SPREADS * spread
 
 
-# ExFM's adapter on each distillation head the bench measures, (without it, with it): the ladder's
-# auxiliary head, where a stale teacher reaches the served head only through the backbone, and
-# single-head KD, where its targets supervise the served head itself.
-ADAPTED_HEADS: tuple[tuple[str, str], ...] = (("aux_head", "adapter"), ("kd", "kd_adapter"))
+# The VMs the bench measures without and with ExFM's adapter: the ladder's auxiliary head, where a
+# stale teacher reaches the served head only through the backbone; single-head KD, where its targets
+# supervise the served head itself; and the representation rung, where its embedding is a served input.
+ADAPTED_HEADS: tuple[tuple[str, str], ...] = (
+    ("aux_head", "adapter"),
+    ("kd", "kd_adapter"),
+    ("representation_no_adapter", "representation"),
+)
 
 
 def _recovery(staleness: dict[str, Any], plain: str, adapted: str, k: str) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from infra.schema import SURFACES
 
-# The ladder (students.config.METHODS, each rung adding to the one before), then `kd_adapter` beside
-# it: the adapter under single-head KD, where a stale teacher supervises the served head itself.
+# The ladder (students.config.METHODS, each rung adding to the one before), then beside it
+# `kd_adapter`, the adapter under single-head KD, where a stale teacher supervises the served head
+# itself, and `representation_no_adapter`, the representation rung without its adapter, where a stale
+# teacher's embedding is a served input.
 METHOD_NAMES: tuple[str, ...] = (
     "alone",
     "kd",
@@ -22,6 +24,7 @@ METHOD_NAMES: tuple[str, ...] = (
     "sharing",
     "full",
     "kd_adapter",
+    "representation_no_adapter",
 )
 DATASETS: tuple[str, ...] = ("synthetic", "synthetic_drift", "movielens")
 

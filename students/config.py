@@ -24,6 +24,8 @@ to the one before it:
 Beside the ladder, `kd_adapter`: `kd` with the same adapter. Under the auxiliary head a stale
 teacher reaches the served head only through the backbone; under single-head KD its targets
 supervise the served head itself, so that is where staleness can cost a VM through the logits.
+And `representation_no_adapter`: `representation` without its adapter. A stale teacher's
+embedding is a served input, so that is where staleness can cost a VM through its representation.
 
 `StudentConfig` joins a GemFM-shaped backbone (`student_backbone` derives the domain
 FM's and the VM's from the teacher's) with a `TransferConfig`; a checkpoint keeps
@@ -133,6 +135,7 @@ METHODS: dict[str, TransferConfig] = {
     "sharing": _SHARING,
     "full": _SHARING,
     "kd_adapter": dataclasses.replace(_KD, adapter="logit"),
+    "representation_no_adapter": dataclasses.replace(_REPRESENTATION, adapter="none"),
 }
 
 

@@ -108,6 +108,21 @@ def test_adapter_recovery_judges_every_head_that_loses_to_staleness() -> None:
     assert nothing["holds"] is False and "the kd VM 0.0000" in nothing["note"]
 
 
+def test_the_representation_rung_is_judged_without_and_with_its_adapter() -> None:
+    """Where a stale teacher's embedding is a served input, the VM loses NE though its heads lose
+    none: the adapter is judged there too, against the same rung without it."""
+    staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.80, 0.80)
+    staleness["0"] |= {"representation_no_adapter": _arm(0.70), "representation": _arm(0.70)}
+    staleness["2"] |= {"representation_no_adapter": _arm(0.74), "representation": _arm(0.735)}
+    verdict = adapter_recovery(staleness, TEACHER)
+    recovery = verdict["by_head"]["representation_no_adapter"]
+    assert abs(recovery["ne_lost"] - 0.04) < 1e-9 and abs(recovery["share"] - 0.125) < 1e-9
+    assert verdict["holds"] is False and "nothing to recover" not in verdict.get("note", "")
+    assert "the representation_no_adapter VM: lost 0.04" in _claim_line("a", verdict)
+    staleness["2"]["representation"] = _arm(0.715)  # wins back 5/8
+    assert adapter_recovery(staleness, TEACHER)["holds"] is True
+
+
 def test_adapter_recovery_names_what_the_adapter_won_back_on_its_targets() -> None:
     staleness = _staleness(0.80, 0.8001, 0.8001)
     staleness["2"]["aux_head"] = _arm(0.8001, (-0.01, 0.0, 0.01))  # the VM's loss is noise

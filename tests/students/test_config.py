@@ -57,7 +57,7 @@ def test_properties() -> None:
 
 def test_methods_ladder_is_cumulative() -> None:
     ladder = ["alone", "kd", "aux_head", "adapter", "representation", "sharing", "full"]
-    assert list(METHODS) == [*ladder, "kd_adapter"]
+    assert list(METHODS) == [*ladder, "kd_adapter", "representation_no_adapter"]
     m = METHODS
     assert m["alone"] == TransferConfig()
     assert m["kd"].kd_weight == 1.0 and not m["kd"].aux_head
@@ -67,7 +67,8 @@ def test_methods_ladder_is_cumulative() -> None:
     assert m["sharing"] == dataclasses.replace(m["representation"], share=("embeddings",), share_frozen=False)
     assert m["full"] == m["sharing"]
     assert m["kd_adapter"] == dataclasses.replace(m["kd"], adapter="logit"), "beside the ladder"
-    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 7
+    assert m["representation_no_adapter"] == dataclasses.replace(m["representation"], adapter="none")
+    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 8
 
 
 def test_student_config_round_trip_and_hash() -> None:
