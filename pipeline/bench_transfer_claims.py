@@ -180,7 +180,8 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
 
     Where the world is synthetic, calibration is predicted over expected clicks (`true_calibration`):
     no sampling error, and the seeds' spread is KD's noise. Elsewhere it is predicted over observed
-    clicks, a random draw whose sampling error (`label_noise`) is KD's noise: when twice it exceeds the
+    clicks, a random draw whose sampling error (`label_noise`) adds to the seeds' spread (in quadrature:
+    the test rows are the same for every seed) in KD's noise: when twice the sampling error exceeds the
     tolerance, "within 2% of 1.0" cannot be told on these test days, and the claim is refused at that
     staleness. It holds where the aux head is within the tolerance and KD beyond it by more than
     twice its noise.
@@ -192,7 +193,8 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
             measure = "true_calibration" if truth else "calibration"
             kd, aux = methods["kd"][measure], methods["aux_head"][measure]
             noise = 0.0 if truth else label_noise(methods["aux_head"]["clicks"])
-            kd_noise = methods["kd"]["true_calibration_std"] if truth else noise
+            seeds = methods["kd"]["true_calibration_std" if truth else "calibration_std"]
+            kd_noise = seeds if truth else math.hypot(noise, seeds)
             rows[k] = {
                 "against": "expected clicks" if truth else "observed clicks",
                 "kd": kd,

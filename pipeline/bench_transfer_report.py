@@ -126,7 +126,10 @@ def _calibration_pair(row: dict[str, Any]) -> str:
             f"kd {row['kd']:.3f} ± {row['kd_noise']:.3f}, aux_head {row['aux_head']:.3f} "
             f"± {row['aux_head_std']:.3f} (predicted over expected clicks; ± the seeds' spread)"
         )
-    return f"kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} (± {row['label_noise']:.3f} from the labels)"
+    return (
+        f"kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} (± {row['label_noise']:.3f} from the labels; "
+        f"KD's noise with its seeds' spread {row['kd_noise']:.3f})"
+    )
 
 
 def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:

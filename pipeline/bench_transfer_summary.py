@@ -69,7 +69,9 @@ def _over_seeds(
     measured_here = set(model(cfg.seeds[0], cfg.surfaces[0]))
     truth = TRUTH_METRICS if "expected_clicks" in measured_here else ()
     metrics = (*METRICS, "clicks", *truth, *(m for m in TARGET_METRICS if m in measured_here))
-    spread = {"true_calibration_std": _std(per_seed("true_calibration"))} if truth else {}
+    spread = {"calibration_std": _std(per_seed("calibration"))}
+    if truth:
+        spread["true_calibration_std"] = _std(per_seed("true_calibration"))
     return (
         {m: finite_mean(per_seed(m)) for m in metrics}
         | spread

@@ -174,21 +174,36 @@ def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
     assert _win(_arm(0.89), _arm(0.90)) == "win", "three seeds with the same gap: no spread, still a win"
 
 
+def _observed(calibration: float, clicks: float = 40_000, spread: float = 0.0) -> dict:
+    """A head's calibration over observed clicks, pooled over seeds with that spread."""
+    return {"calibration": calibration, "calibration_std": spread, "clicks": clicks}
+
+
 def test_aux_head_calibration() -> None:
-    good = {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01, "clicks": 40_000}}}
+    good = {"0": {"kd": _observed(1.08), "aux_head": _observed(1.01)}}
     assert aux_head_calibration(good)["holds"] is True
-    both = {"0": {"kd": {"calibration": 1.01}, "aux_head": {"calibration": 0.99, "clicks": 40_000}}}
+    both = {"0": {"kd": _observed(1.01), "aux_head": _observed(0.99)}}
     assert aux_head_calibration(both)["holds"] is False, "KD calibrated too: nothing shown"
     # 0.005 beyond the tolerance, within twice the labels' sampling error (2 x 0.005): not shown.
-    near = {"0": {"kd": {"calibration": 1.025}, "aux_head": {"calibration": 1.01, "clicks": 40_000}}}
+    near = {"0": {"kd": _observed(1.025), "aux_head": _observed(1.01)}}
     assert aux_head_calibration(near)["holds"] is False
     assert "nowhere beyond 2% of 1.0 by more than twice its noise" in aux_head_calibration(near)["note"]
     assert aux_head_calibration({})["holds"] is None
 
 
+def test_kds_calibration_noise_over_observed_clicks_adds_its_seeds_spread_to_the_labels() -> None:
+    # 0.02 beyond the tolerance: beyond twice the labels' sampling error (0.005) alone ...
+    assert aux_head_calibration({"0": {"kd": _observed(1.04), "aux_head": _observed(1.01)}})["holds"] is True
+    # ... not beyond twice hypot(0.005, 0.01) = 0.0224 once the seeds disagree by 0.01.
+    verdict = aux_head_calibration({"0": {"kd": _observed(1.04, spread=0.01), "aux_head": _observed(1.01)}})
+    assert verdict["holds"] is False
+    assert abs(verdict["by_staleness"]["0"]["kd_noise"] - math.hypot(0.005, 0.01)) < 1e-12
+    assert "KD's noise with its seeds' spread 0.011" in _claim_line("c", verdict)
+
+
 def test_calibration_is_refused_where_the_test_clicks_cannot_tell_two_percent() -> None:
     def staleness(clicks: float) -> dict:
-        return {"0": {"kd": {"calibration": 1.08}, "aux_head": {"calibration": 1.01, "clicks": clicks}}}
+        return {"0": {"kd": _observed(1.08, clicks), "aux_head": _observed(1.01, clicks)}}
 
     few = aux_head_calibration(staleness(3_600))  # sampling error 1/60: twice it is over 2%
     assert few["holds"] is False and "cannot be told" in few["note"]
