@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import socket
 import subprocess
@@ -250,27 +251,33 @@ def _kill_training_mid_run(
 ) -> KilledTask:
     """SIGKILL the process running `train_fm` of `ds` once its log shows the training loop's progress.
 
-    `infra.progress` logs `gem-fm <ds>: i/n batches` every 10% of the day's pass. The
-    task instance is read through the REST API every 0.5 s until it runs (at 2 s, an idle
-    machine once ran the tiny day's whole task between two reads); its process is the one
-    Airflow titles with the task instance's id.
+    `infra.progress` logs `gem-fm <ds>: i/n batches` every 10% of the day's pass. The task
+    instance (its id, and whether it ended) is read through the REST API every 2 s. Once it
+    is scheduled, its process (the one Airflow titles with the task instance's id) is looked
+    for in the process table every 0.1 s between reads: a read can take seconds on two busy
+    cores, and an idle machine once ran the tiny day's whole task between two reads 2 s apart.
     """
-    deadline = time.monotonic() + timeout_s
+    deadline, read_at = time.monotonic() + timeout_s, -math.inf
+    run_id, ti = None, {}
     while time.monotonic() < deadline:
-        run_id, ti = _task_instance_state(client, ds, "train_fm")
-        state = ti.get("state")
-        if state in ("success", "failed", "skipped", "upstream_failed"):
-            raise AssertionError(f"train_fm of {ds} ended ({state}) before it could be killed")
-        worker = _task_process(ti["id"]) if state == "running" else None
+        if time.monotonic() - read_at >= 2.0:
+            run_id, ti = _task_instance_state(client, ds, "train_fm")
+            read_at = time.monotonic()
+            state = ti.get("state")
+            if state in ("success", "failed", "skipped", "upstream_failed"):
+                raise AssertionError(f"train_fm of {ds} ended ({state}) before it could be killed")
+        imminent = ti.get("state") in ("scheduled", "queued", "running")
+        worker = _task_process(ti["id"]) if imminent else None
         if worker is None:
-            time.sleep(0.5)
+            time.sleep(0.1 if imminent else 2.0)
             continue
-        log = _task_log(home, run_id, "train_fm", ti["try_number"])
+        try_number = client.task_instance(DAG_ID, run_id, "train_fm")["try_number"]
+        log = _task_log(home, run_id, "train_fm", try_number)
         seconds_running = _kill_on_log_line(worker, log, f"{FM_NAME} {ds}: ")
         if seconds_running is None:
             raise AssertionError(f"train_fm of {ds} ended before {log} showed training progress")
         saved = checkpoint_exists(checkpoint_uri(lake, FM_NAME, ds))
-        return KilledTask(run_id, ti["try_number"], worker.pid, seconds_running, saved)
+        return KilledTask(run_id, try_number, worker.pid, seconds_running, saved)
     states = client.dag_run_states(DAG_ID, DAYS[0], DAYS[-1])
     raise TimeoutError(f"train_fm of {ds} did not run within {timeout_s:.0f} s; runs: {states}")
 
