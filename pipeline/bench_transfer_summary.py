@@ -56,8 +56,8 @@ def _over_seeds(
 ) -> dict[str, float]:
     """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
     the mean and spread over seeds (and each seed's NE, for paired comparisons), with its transfer ratio
-    against the same seed's VM alone; a VM's `TARGET_METRICS` likewise, and `TRUTH_METRICS` (with the
-    spread of `true_calibration`) where the world is synthetic."""
+    against the same seed's VM alone; the spread of `calibration` over seeds; a VM's `TARGET_METRICS`
+    likewise, and `TRUTH_METRICS` (with the spread of `true_calibration`) where the world is synthetic."""
 
     def per_seed(metric: str) -> list[float]:
         return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]

@@ -271,7 +271,7 @@ def _kill_training_mid_run(
         if worker is None:
             time.sleep(0.1 if imminent else 2.0)
             continue
-        try_number = client.task_instance(DAG_ID, run_id, "train_fm")["try_number"]
+        try_number = ti["try_number"]  # Airflow counts the try when it schedules it
         log = _task_log(home, run_id, "train_fm", try_number)
         seconds_running = _kill_on_log_line(worker, log, f"{FM_NAME} {ds}: ")
         if seconds_running is None:
