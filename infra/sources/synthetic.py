@@ -216,6 +216,7 @@ class SyntheticWorld:
             state.ad_bias[ad],
             advertiser,
             state.ad_format[ad],
+            state.market,
         )
         recent = intent[user, category] * np.exp(-self._decay * t_s)  # decayed engagements
         p_click = _sigmoid(logit + cfg.intent_strength * (1.0 - np.exp(-recent)))
@@ -290,7 +291,16 @@ class SyntheticWorld:
         ad_bias = np.zeros(len(item))
         ad_bias[known] = state.ad_bias[slot]
         logit, _ = ad_logit(
-            st, self.config, state.user_vec, user, surface, ad_vec, ad_bias, advertiser, ad_format
+            st,
+            self.config,
+            state.user_vec,
+            user,
+            surface,
+            ad_vec,
+            ad_bias,
+            advertiser,
+            ad_format,
+            state.market,
         )
         return _sigmoid(logit)
 

@@ -8,9 +8,12 @@ of day d is day 0 evolved d times, each step with its own RNG
 Click logit of an ad impression (user i, ad j of advertiser a, surface s, format f):
     base + surface_base[s] + format_surface[f, s] + user_bias[i] + country/age bias
     + ad_bias[j] + advertiser_bias[a] + surface_scale[s] * sum(u_i * W_s * v_j)
+    + market[d]
     (+ the intent term, added by the generator from the user's same-day history)
 with v_j = category_vec + advertiser_vec + own_vec: the category and advertiser
 parts are static, the user latent u_i, the ad's own part and its bias drift.
+market[d] is the day's market-wide click level (seasons, holidays, auction
+pressure): 0 on day 0, then a mean-reverting walk at `market_drift`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ FORMAT_SURFACE = np.array(
 )
 # Shares of an ad latent's variance: category, advertiser, the ad's own (drifting) part.
 _CATEGORY_VAR, _ADVERTISER_VAR, _OWN_VAR = 0.5, 0.2, 0.3
+# The market-wide click level's spread (logit) once its walk has settled: about +-20% click rate.
+MARKET_STD = 0.2
 _STATIC_TAG, _EVOLVE_TAG = 0, 1
 
 
@@ -63,6 +68,7 @@ class WorldConfig:
     ad_drift: float = 0.05  # same for an ad's own latent part
     ad_bias_drift: float = 0.05  # same for an ad's bias
     ad_churn: float = 0.05  # share of active ads retired (replaced by new ids) per day
+    market_drift: float = 0.0  # share of the market-wide click level's variance replaced per day
     intent_strength: float = 1.5  # max logit boost from same-category engagement today
     intent_half_life_hours: float = 3.0
     ad_base_logit: float = -4.65
@@ -82,7 +88,7 @@ class WorldConfig:
         for name in (*counts, "min_intent_updates_per_day"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ad_share", "user_drift", "ad_drift", "ad_bias_drift", "ad_churn"):
+        for name in ("ad_share", "user_drift", "ad_drift", "ad_bias_drift", "ad_churn", "market_drift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.surface_shares) != len(SURFACES) or min(self.surface_shares) < 0:
@@ -130,6 +136,7 @@ class DayState:
     ad_bias: np.ndarray  # (N,)
     ad_budget: np.ndarray  # (N,) serving weight
     next_ad_id: int
+    market: float = 0.0  # the day's market-wide click level (logit)
     _ad_cdf: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -247,7 +254,11 @@ def evolve_state(state: DayState, config: WorldConfig, static: StaticWorld) -> D
     for name, values in _new_ads(rng, n_new, config, static).items():
         cols[name][retired] = values
     ad_id[retired] = state.next_ad_id + np.arange(n_new, dtype=np.int64)
-    return DayState(day=day, user_vec=user_vec, ad_id=ad_id, next_ad_id=state.next_ad_id + n_new, **cols)
+    # Drawn last, so a world whose market stands still draws every other number as before.
+    market = float(_walk(rng, np.array(state.market), config.market_drift, MARKET_STD))
+    return DayState(
+        day=day, user_vec=user_vec, ad_id=ad_id, next_ad_id=state.next_ad_id + n_new, market=market, **cols
+    )
 
 
 def ad_logit(
@@ -260,11 +271,12 @@ def ad_logit(
     ad_bias: np.ndarray,
     advertiser: np.ndarray,
     ad_format: np.ndarray,
+    market: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hidden click logit of ad impressions without intent, and the user-ad affinity.
 
     `user`, `surface`, `advertiser`, `ad_format` are row indices; `ad_vec` (n, D)
-    and `ad_bias` (n,) are already gathered per row.
+    and `ad_bias` (n,) are already gathered per row; `market` is the day's click level.
     """
     affinity = np.einsum("nd,nd->n", user_vec[user] * static.surface_weight[surface], ad_vec)
     logit = (
@@ -275,6 +287,7 @@ def ad_logit(
         + ad_bias
         + static.advertiser_bias[advertiser]
         + SURFACE_SCALE[surface] * affinity
+        + market
     )
     return logit, affinity
 

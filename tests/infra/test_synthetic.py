@@ -174,6 +174,23 @@ def test_yesterdays_true_model_is_worse_on_todays_labels() -> None:
     assert np.array_equal(frozen.click_probability(DAY, today), frozen.click_probability(NEXT, today))
 
 
+def test_a_moving_market_shifts_every_ad_click_logit_by_its_days_level_and_draws_the_rest_as_before(
+    world: SyntheticWorld,
+) -> None:
+    moving = SyntheticWorld(replace(SMALL, market_drift=0.25))
+    levels = [moving.state(f"2026-01-0{d}").market for d in range(1, 8)]
+    assert levels[0] == 0.0 and len(set(levels)) == len(levels)  # day 0 at 0, then a new level daily
+    assert all(world.state(f"2026-01-0{d}").market == 0.0 for d in range(1, 8))  # the default stands
+    still, moved = world.state(NEXT), moving.state(NEXT)
+    for name in ("user_vec", "ad_id", "ad_own_vec", "ad_bias", "ad_budget"):
+        assert np.array_equal(getattr(still, name), getattr(moved, name)), name
+    ads = _ads(world.day_table(NEXT))
+    logit = [
+        np.log(p / (1 - p)) for p in (world.click_probability(NEXT, ads), moving.click_probability(NEXT, ads))
+    ]
+    np.testing.assert_allclose(logit[1] - logit[0], moved.market, atol=1e-9)
+
+
 def _primed_ctr_lift(table: pa.Table) -> float:
     """Ad CTR after the user engaged with the ad's category earlier that day, over CTR otherwise."""
     key = table["user_id"].to_numpy() * 1_000 + table["category_id"].to_numpy()
