@@ -112,6 +112,8 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
     }
     summary["seconds"] = measured.seconds
     summary["ne_by_day"] = measured.ne_by_day
+    if world is not None:  # the hidden market-wide click level the teachers' staleness missed
+        summary["market_by_day"] = {ds: world.state(ds).market for ds in days}
     return summary
 
 

@@ -47,7 +47,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"({data['teacher']['clicks']:,.0f} clicks over the VMs' slices{_expected(data)}; calibration "
             "pools them). "
             f"Teacher (gem-fm, fresh) click NE on the same slices: {data['teacher']['ne']:.4f}."
-            f"{_first_hop(data)}",
+            f"{_first_hop(data)}{market_line(data)}",
             "",
             f"| method | NE | ± (seeds) | AUC | calibration{_truth_header(data)} | transfer ratio "
             "| vs alone |",
@@ -180,6 +180,16 @@ def _first_hop(data: dict[str, Any]) -> str:
         f"± {hop['ne_std']:.4f}, transfer ratio {fmt(hop['transfer_ratio'])} "
         f"± {fmt(hop['transfer_ratio_std'])} (the share of gem-fm's advantage over alone they keep)."
     )
+
+
+def market_line(data: dict[str, Any]) -> str:
+    """The synthetic world's hidden market-wide click level by day, where it moved: how far the rates a
+    stale teacher learned are from those it scores. Empty for a still market or no world."""
+    levels = data.get("market_by_day", {})
+    if not any(levels.values()):
+        return ""
+    by_day = ", ".join(f"{ds[5:]} {level:+.3f}" for ds, level in levels.items())
+    return f" The world's market-wide click level (logit, hidden) by day: {by_day}."
 
 
 def _day_size(dataset: str, setup: dict[str, Any]) -> str:

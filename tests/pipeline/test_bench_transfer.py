@@ -64,6 +64,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
         synthetic["claims"]["aux_head_keeps_calibration"]["by_staleness"]["0"]["against"] == "expected clicks"
     )
     assert "true_calibration" not in report["datasets"]["movielens"]["methods"]["kd"], "no truth known"
+    assert synthetic["market_by_day"] == dict.fromkeys(setup["days_list"], 0.0), "the default market stands"
+    assert "market_by_day" not in report["datasets"]["movielens"]
     stale_teacher = synthetic["teacher_by_staleness"]
     assert set(stale_teacher) == {str(k) for k in QUICK.staleness}
     assert stale_teacher["0"]["ne"] == synthetic["teacher"]["ne"]

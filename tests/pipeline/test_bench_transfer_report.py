@@ -15,7 +15,7 @@ from pipeline.bench_transfer_claims import (
     paired_difference,
 )
 from pipeline.bench_transfer_measure import pooled_metrics
-from pipeline.bench_transfer_report import _claim_line, _targets_table, _win
+from pipeline.bench_transfer_report import _claim_line, _targets_table, _win, market_line
 from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
 
 
@@ -278,3 +278,10 @@ def test_undefined_numbers_are_written_as_null() -> None:
     report = {"a": math.nan, "b": [1.0, math.inf], "c": {"d": 2}, (1, 2): 0.5}
     text = json.dumps(_undefined_as_null(report), allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2}, "(1, 2)": 0.5}
+
+
+def test_a_moving_market_is_named_day_by_day_and_a_still_one_not() -> None:
+    moving = {"market_by_day": {"2026-01-01": 0.0, "2026-01-02": 0.055, "2026-01-03": -0.041}}
+    assert market_line(moving).endswith("by day: 01-01 +0.000, 01-02 +0.055, 01-03 -0.041.")
+    assert market_line({"market_by_day": {"2026-01-01": 0.0, "2026-01-02": 0.0}}) == ""
+    assert market_line({}) == "", "MovieLens: no world"
