@@ -15,7 +15,7 @@ from pipeline.bench_transfer_claims import (
     paired_difference,
 )
 from pipeline.bench_transfer_measure import pooled_metrics
-from pipeline.bench_transfer_report import _claim_line, _targets_table, _win, market_line
+from pipeline.bench_transfer_report import _claim_line, _targets_table, _win, market_line, verdicts_table
 from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
 
 
@@ -285,3 +285,42 @@ def test_a_moving_market_is_named_day_by_day_and_a_still_one_not() -> None:
     assert market_line(moving).endswith("by day: 01-01 +0.000, 01-02 +0.055, 01-03 -0.041.")
     assert market_line({"market_by_day": {"2026-01-01": 0.0, "2026-01-02": 0.0}}) == ""
     assert market_line({}) == "", "MovieLens: no world"
+
+
+def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decided_it() -> None:
+    holding = {
+        "full_at_least_2x_kd": full_versus_kd(
+            {"kd": {"transfer_ratio": 0.1}, "full": {"transfer_ratio": 0.25}}
+        ),
+        "adapter_recovers_half_of_staleness": adapter_recovery(_staleness(0.80, 0.84, 0.81), TEACHER),
+        "aux_head_keeps_calibration": aux_head_calibration(
+            {"0": {"kd": _observed(1.08), "aux_head": _observed(1.01)}}
+        ),
+    }
+    failing = {
+        "full_at_least_2x_kd": full_versus_kd(
+            {"kd": {"transfer_ratio": 0.01, "transfer_ratio_std": 0.17}, "full": {"transfer_ratio": 0.18}}
+        ),
+        "adapter_recovers_half_of_staleness": adapter_recovery(_staleness(0.80, 0.80, 0.80), TEACHER),
+        "aux_head_keeps_calibration": aux_head_calibration(
+            {"0": {"kd": _observed(1.025), "aux_head": _observed(1.01)}}
+        ),
+    }
+    report = {"datasets": {"a": {"claims": holding}, "b": {"claims": failing}, "c": {"claims": {}}}}
+    lines = verdicts_table(report)
+    assert lines[:4] == ["## Verdicts", "", "| claim | a | b | c |", "|---|---|---|---|"]
+    gem, adapter, calibration = (line.split(" | ")[1:] for line in lines[4:7])
+    assert gem == [
+        "holds: 2.50x (full 0.250, kd 0.100)",
+        "**does not hold**: no factor, kd's ratio 0.01 ± 0.17",
+        "not measured |",
+    ]
+    assert (
+        adapter[0] == "holds: the aux_head VM loses 0.0400 (noise 0.0000), the adapter wins back 0.75 of it"
+    )
+    assert adapter[1] == "**does not hold**: no VM loses NE beyond noise (gem-fm itself loses 0.0500)"
+    assert calibration[0] == "holds: at staleness 0 kd 1.080, aux_head 1.010"
+    assert calibration[1] == (
+        "**does not hold**: KD is nowhere off by more than twice its noise; its farthest 1.025 ± 0.005 "
+        "at staleness 0"
+    )
