@@ -146,8 +146,8 @@ def _kept(verdict: dict[str, Any]) -> str:
         return f"within {verdict['tolerance']:.0%} cannot be told on these clicks"
     k = max(rows, key=lambda k: abs(rows[k]["kd"] - 1.0))
     return (
-        f"KD is nowhere off by more than twice its noise; its farthest {rows[k]['kd']:.3f} "
-        f"± {rows[k]['kd_noise']:.3f} at staleness {k}"
+        f"KD is nowhere beyond {verdict['tolerance']:.0%} by more than twice its noise (farthest from 1.0: "
+        f"{rows[k]['kd']:.3f} ± {rows[k]['kd_noise']:.3f} at staleness {k})"
     )
 
 

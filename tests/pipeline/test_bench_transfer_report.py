@@ -321,6 +321,6 @@ def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decid
     assert adapter[1] == "**does not hold**: no VM loses NE beyond noise (gem-fm itself loses 0.0500)"
     assert calibration[0] == "holds: at staleness 0 kd 1.080, aux_head 1.010"
     assert calibration[1] == (
-        "**does not hold**: KD is nowhere off by more than twice its noise; its farthest 1.025 ± 0.005 "
-        "at staleness 0"
+        "**does not hold**: KD is nowhere beyond 2% by more than twice its noise (farthest from 1.0: "
+        "1.025 ± 0.005 at staleness 0)"
     )
