@@ -81,7 +81,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     for dataset in ("synthetic", "movielens"):
         for name in ("transfer_ratio", "staleness", "ne_by_day"):
             assert (tmp_path / "out" / f"{name}_{dataset}.png").stat().st_size > 0
-    assert (tmp_path / "out" / "transfer.md").read_text().count("## ") >= 3
+    markdown = (tmp_path / "out" / "transfer.md").read_text()
+    assert markdown.count("## ") >= 4 and "## Verdicts\n\n| claim | synthetic | movielens |" in markdown
 
     for dataset in ("synthetic", "movielens"):  # one run per dataset, joined: the same report
         (tmp_path / dataset).mkdir()
@@ -95,7 +96,9 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     assert joined["wall_seconds"] == 2 * report["wall_seconds"]
     ran = datetime.fromisoformat(report["finished"]) - datetime.fromisoformat(report["started"])
     assert joined["elapsed_seconds"] == ran.total_seconds() <= report["wall_seconds"] + 1
-    assert "the sum of 2 runs joined (movielens" in (tmp_path / "j" / "transfer.md").read_text()
+    joined_markdown = (tmp_path / "j" / "transfer.md").read_text()
+    assert "the sum of 2 runs joined (movielens" in joined_markdown
+    assert "| claim | synthetic | movielens |" in joined_markdown, "the verdicts of runs read back from JSON"
     assert (tmp_path / "j" / "staleness_movielens.png").stat().st_size > 0
 
 
