@@ -130,7 +130,7 @@ def _recovered(verdict: dict[str, Any]) -> str:
         return f"no VM loses NE beyond noise (gem-fm itself loses {verdict['teacher_ne_lost']:.4f})"
     return "; ".join(
         f"the {head} VM loses {r['ne_lost']:.4f} (noise {r['noise']:.4f}), the adapter wins back "
-        f"{r['share']:.2f} of it"
+        f"{r['ne_recovered']:.4f} (noise {r['recovery_noise']:.4f}), a share of {r['share']:.2f}"
         for head, r in losing.items()
     )
 

@@ -315,8 +315,9 @@ def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decid
         "**does not hold**: no factor, kd's ratio 0.01 ± 0.17",
         "not measured |",
     ]
-    assert (
-        adapter[0] == "holds: the aux_head VM loses 0.0400 (noise 0.0000), the adapter wins back 0.75 of it"
+    assert adapter[0] == (
+        "holds: the aux_head VM loses 0.0400 (noise 0.0000), the adapter wins back 0.0300 (noise 0.0000), "
+        "a share of 0.75"
     )
     assert adapter[1] == "**does not hold**: no VM loses NE beyond noise (gem-fm itself loses 0.0500)"
     assert calibration[0] == "holds: at staleness 0 kd 1.080, aux_head 1.010"
