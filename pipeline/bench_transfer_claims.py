@@ -67,7 +67,7 @@ ADAPTED_HEADS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _recovery(staleness: dict[str, Any], plain: str, adapted: str, k: str) -> dict[str, Any]:
+def staleness_recovery(staleness: dict[str, Any], plain: str, adapted: str, k: str) -> dict[str, Any]:
     """What a `k`-day-stale teacher costs the VM `plain` and what the same VM with the adapter
     (`adapted`) wins back of it: NE, seed by seed, each with its noise (`paired_difference`). The
     share is only defined for a loss beyond its noise."""
@@ -117,7 +117,7 @@ def adapter_recovery(
     heads = [(plain, adapted) for plain, adapted in ADAPTED_HEADS if {plain, adapted} <= both]
     if not heads:
         return not_judged
-    by_head = {plain: _recovery(staleness, plain, adapted, k) for plain, adapted in heads}
+    by_head = {plain: staleness_recovery(staleness, plain, adapted, k) for plain, adapted in heads}
     losing = [r for r in by_head.values() if all_finite(r["share"])]
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
     teacher_auc_lost = teacher["0"]["auc"] - teacher[k]["auc"]

@@ -15,7 +15,14 @@ from pipeline.bench_transfer_claims import (
     paired_difference,
 )
 from pipeline.bench_transfer_measure import pooled_metrics
-from pipeline.bench_transfer_report import _claim_line, _targets_table, _win, market_line, verdicts_table
+from pipeline.bench_transfer_report import (
+    _claim_line,
+    _recovery_table,
+    _targets_table,
+    _win,
+    market_line,
+    verdicts_table,
+)
 from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
 
 
@@ -325,3 +332,15 @@ def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decid
         "**does not hold**: KD is nowhere beyond 2% by more than twice its noise (farthest from 1.0: "
         "1.025 ± 0.005 at staleness 0)"
     )
+
+
+def test_the_recovery_table_gives_each_vm_its_loss_and_the_adapters_gain_at_every_staleness() -> None:
+    staleness = _with_kd(_staleness(0.80, 0.84, 0.81), 0.80, 0.80, 0.79)  # only the aux head loses
+    lines = _recovery_table(staleness, ["0", "2"])
+    assert lines[3:5] == ["| VM without / with the adapter | 2 |", "|---|---|"]
+    assert lines[5] == ("| aux_head / adapter | lost 0.0400 (0.0000), won back 0.0300 (0.0000), share 0.75 |")
+    assert lines[6] == "| kd / kd_adapter | lost 0.0000 (0.0000), won back 0.0100 (0.0000) |", (
+        "no loss beyond noise: no share"
+    )
+    assert len(lines) == 7, "the representation pair was not measured: no row"
+    assert _recovery_table(staleness, ["2"]) == [], "no fresh teacher to compare with"
