@@ -234,11 +234,16 @@ def _recovery_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
             r = staleness_recovery(staleness, plain, adapted, k)
             share = f", share {r['share']:.2f}" if all_finite(r["share"]) else ""
             cells.append(
-                f"lost {r['ne_lost']:.4f} ({r['noise']:.4f}), won back {r['ne_recovered']:.4f} "
+                f"lost {_ne(r['ne_lost'])} ({r['noise']:.4f}), won back {_ne(r['ne_recovered'])} "
                 f"({r['recovery_noise']:.4f}){share}"
             )
         lines.append(f"| {plain} / {adapted} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _ne(difference: float) -> str:
+    """An NE difference to 4 decimals, with no sign on one that rounds to zero."""
+    return f"{round(difference, 4) + 0.0:.4f}"
 
 
 def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:

@@ -344,3 +344,8 @@ def test_the_recovery_table_gives_each_vm_its_loss_and_the_adapters_gain_at_ever
     )
     assert len(lines) == 7, "the representation pair was not measured: no row"
     assert _recovery_table(staleness, ["2"]) == [], "no fresh teacher to compare with"
+    staleness["2"]["kd"] = _arm(0.8 - 1e-6)
+    assert (
+        "| kd / kd_adapter | lost 0.0000 (0.0000), won back 0.0100"
+        in _recovery_table(staleness, ["0", "2"])[6]
+    )
