@@ -1,6 +1,9 @@
 """The transfer benchmark's report: Markdown tables with the claims' verdicts, PNG plots.
 
-`markdown` renders the report (the verdicts come from `bench_transfer_claims`); `plots` draws
+`markdown` renders the report: first its verdicts, each claim against each dataset
+(`verdicts_table`; the verdicts come from `bench_transfer_claims`), then per dataset the methods, NE
+by staleness, what a stale teacher costs each VM and what the adapter wins back at every staleness
+(`_recovery_table`), and each claim's numbers. `plots` draws
 transfer ratio by method (bars with the seeds' spread), VM NE against the
 teacher's staleness per method, and NE by day of the FM, domain FMs and VMs. A
 difference is called a win only when larger than twice the spread of its seed-by-seed
