@@ -23,8 +23,8 @@ from torch import nn
 class StudentAdapter(nn.Module):
     """(B, T) teacher logits [+ (B, C) context] -> (B, T) adapted logits.
 
-    `hidden` SiLU units, or none (`hidden=0`): an affine map of the inputs, per task a
-    rescaled and shifted teacher logit (Platt scaling, with context when given).
+    `hidden` SiLU units, or none (`hidden=0`): an affine map of the inputs, each task's adapted
+    logit from every task's teacher logit (Platt scaling across tasks, with context when given).
     """
 
     def __init__(self, n_tasks: int, context_dim: int = 0, hidden: int = 0) -> None:

@@ -13,7 +13,8 @@ to the one before it:
   The ladder's is fit on each day's rows before the student's pass, its targets cross-fitted
   (`adapter_fit="interval"`): the teacher's version, and so its bias, changes every day, and one
   minibatch's labels (a few dozen clicks) are too few to track it step by step (`"step"`, ExFM's
-  streaming order); and it is affine (`adapter_hidden=0`, per task a rescaled, shifted logit):
+  streaming order); and it is affine (`adapter_hidden=0`: each task's adapted logit an affine map of
+  every task's teacher logit, Platt scaling across tasks):
   a day's rows of one VM (1,000-7,000) overfit a 16-unit MLP, whose corrections then fail on
   rows it did not see;
 - `representation`: + the example's logged teacher embedding as a student input;
