@@ -12,6 +12,7 @@ differences (`paired_difference`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +120,7 @@ def verdict_cell(claim: str, verdict: dict[str, Any]) -> str:
     if verdict["holds"] is None:
         return "not measured"
     holds = "holds" if verdict["holds"] else "**does not hold**"
-    if claim == "full_at_least_2x_kd":
-        return f"{holds}: {_factor(verdict)}"
-    if claim == "adapter_recovers_half_of_staleness":
-        return f"{holds}: {_recovered(verdict)}"
-    if claim == "aux_head_keeps_calibration":
-        return f"{holds}: {_kept(verdict)}"
-    return holds
+    return f"{holds}: {_DECIDED_BY[claim](verdict)}"
 
 
 def _factor(verdict: dict[str, Any]) -> str:
@@ -159,6 +154,14 @@ def _kept(verdict: dict[str, Any]) -> str:
         f"KD is nowhere beyond {verdict['tolerance']:.0%} by more than twice its noise (farthest from 1.0: "
         f"{rows[k]['kd']:.3f} ± {rows[k]['kd_noise']:.3f} at staleness {k})"
     )
+
+
+# Each claim's deciding numbers, as `verdict_cell` words them.
+_DECIDED_BY: dict[str, Callable[[dict[str, Any]], str]] = {
+    "full_at_least_2x_kd": _factor,
+    "adapter_recovers_half_of_staleness": _recovered,
+    "aux_head_keeps_calibration": _kept,
+}
 
 
 def _claim_line(claim: str, verdict: dict[str, Any]) -> str:
