@@ -192,7 +192,8 @@ def write_transfer_report(
     import json
 
     from infra import registry
-    from pipeline.bench_transfer_report import markdown, plots
+    from pipeline.bench_transfer_plots import plots
+    from pipeline.bench_transfer_report import markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

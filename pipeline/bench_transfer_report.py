@@ -1,19 +1,16 @@
-"""The transfer benchmark's report: Markdown tables with the claims' verdicts, PNG plots.
+"""The transfer benchmark's report in Markdown: tables with the claims' verdicts.
 
 `markdown` renders the report: first its verdicts, each claim against each dataset
 (`verdicts_table`; the verdicts come from `bench_transfer_claims`), then per dataset the methods, NE
 by staleness, what a stale teacher costs each VM and what the adapter wins back at every staleness
-(`_recovery_table`), and each claim's numbers. `plots` draws
-transfer ratio by method (bars with the seeds' spread), VM NE against the
-teacher's staleness per method, and NE by day of the FM, domain FMs and VMs. A
-difference is called a win only when larger than twice the spread of its seed-by-seed
-differences (`paired_difference`).
+(`_recovery_table`), and each claim's numbers. A difference is called a win only when larger than
+twice the spread of its seed-by-seed differences (`method_verdict`, `paired_difference`); the plots
+(`bench_transfer_plots`) colour their bars by the same verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pipeline.bench_transfer_claims import (
@@ -23,11 +20,11 @@ from pipeline.bench_transfer_claims import (
     paired_difference,
     staleness_recovery,
 )
-from pipeline.report_plots import plot_series_by_day
 
 
-def _win(method: dict[str, Any], alone: dict[str, Any]) -> str:
-    """A win over `alone` only when the NE gap exceeds twice the spread of the seeds' gaps."""
+def method_verdict(method: dict[str, Any], alone: dict[str, Any]) -> str:
+    """The verdict against `alone`, "win", "loss" or "within noise" ("n/a" without seeds to compare):
+    a win only when the NE gap exceeds twice the spread of the seeds' gaps."""
     if len(alone["ne_by_seed"]) < 2:
         return "n/a (1 seed)"
     gap, spread = paired_difference(alone, method)
@@ -66,7 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         alone = data["methods"].get("alone")
         for method, m in data["methods"].items():
-            verdict = _win(m, alone) if alone and method != "alone" else ""
+            verdict = method_verdict(m, alone) if alone and method != "alone" else ""
             lines.append(
                 f"| {method} | {m['ne']:.4f} | {m['ne_std']:.4f} | {m['auc']:.4f} | {_calibration_cell(m)} "
                 f"| {m['transfer_ratio']:.3f} | {verdict} |"
@@ -319,54 +316,3 @@ def _day_size(dataset: str, setup: dict[str, Any]) -> str:
         drift = ", ".join(f"{k} {v}" for k, v in setup["fast_drift"].items())
         return f"{setup['events_per_day']} synthetic events each, the world drifting fast: {drift} a day"
     return f"{setup['events_per_day']} synthetic events each"
-
-
-def plots(report: dict[str, Any], out: Path) -> list[Path]:
-    """PNG plots per dataset: transfer ratio by method, VM NE against staleness. Returns the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for name, data in report["datasets"].items():
-        methods = [m for m in data["methods"] if m != "alone"]
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ratios = [data["methods"][m]["transfer_ratio"] for m in methods]
-        spread = [data["methods"][m]["transfer_ratio_std"] for m in methods]
-        ax.bar(methods, ratios, yerr=spread, capsize=4, color="#4878a8")
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_ylabel("transfer ratio")
-        ax.set_title(f"{name}: share of gem-fm's NE advantage captured by the VMs")
-        fig.tight_layout()
-        files.append(out / f"transfer_ratio_{name}.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ks = sorted(int(k) for k in data["staleness"])
-        for method in data["methods"]:
-            ax.plot(ks, [data["staleness"][str(k)][method]["ne"] for k in ks], marker="o", label=method)
-        teacher = [data["teacher_by_staleness"][str(k)]["ne"] for k in ks]
-        ax.plot(ks, teacher, color="black", linestyle="--", marker="s", label="gem-fm itself")
-        ax.set_xlabel("teacher staleness (days)")
-        ax.set_ylabel("VM click NE (lower is better)")
-        ax.set_title(f"{name}: VM NE against teacher staleness")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        files.append(out / f"staleness_{name}.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
-
-        ne_by_day = data["ne_by_day"]
-        files.append(
-            plot_series_by_day(
-                ne_by_day,
-                sorted({day for by_day in ne_by_day.values() for day in by_day}),
-                "click NE",
-                f"{name}: NE by day, FM, domain FMs and VMs",
-                out / f"ne_by_day_{name}.png",
-                xlabel="evaluation day (model trained through the day before)",
-            )
-        )
-    return files

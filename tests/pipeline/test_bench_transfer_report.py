@@ -19,8 +19,8 @@ from pipeline.bench_transfer_report import (
     _claim_line,
     _recovery_table,
     _targets_table,
-    _win,
     market_line,
+    method_verdict,
     verdicts_table,
 )
 from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
@@ -175,10 +175,12 @@ def test_paired_differences_cancel_what_a_seed_shares_across_arms() -> None:
     alone, method = _arm(0.90, luck), _arm(0.89, (-0.029, 0.0, 0.029))  # seed by seed 0.01 +- 0.001
     gap, spread = paired_difference(alone, method)
     assert abs(gap - 0.01) < 1e-9 and abs(spread - 0.002) < 1e-9, "the levels' spread (0.03) cancels"
-    assert _win(method, alone) == "win"
-    assert _win(_arm(0.89, (0.0, 0.03, -0.03)), alone) == "within noise", "unpaired luck is noise"
-    assert _win(_arm(0.89, (0.0,)), _arm(0.90, (0.0,))) == "n/a (1 seed)"
-    assert _win(_arm(0.89), _arm(0.90)) == "win", "three seeds with the same gap: no spread, still a win"
+    assert method_verdict(method, alone) == "win"
+    assert method_verdict(_arm(0.89, (0.0, 0.03, -0.03)), alone) == "within noise", "unpaired luck is noise"
+    assert method_verdict(_arm(0.89, (0.0,)), _arm(0.90, (0.0,))) == "n/a (1 seed)"
+    assert method_verdict(_arm(0.89), _arm(0.90)) == "win", (
+        "three seeds with the same gap: no spread, still a win"
+    )
 
 
 def _observed(calibration: float, clicks: float = 40_000, spread: float = 0.0) -> dict:
