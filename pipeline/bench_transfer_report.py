@@ -130,10 +130,18 @@ def _recovered(verdict: dict[str, Any]) -> str:
     losing = {head: r for head, r in verdict["by_head"].items() if all_finite(r["share"])}
     if not losing:
         return f"no VM loses NE beyond noise (gem-fm itself loses {verdict['teacher_ne_lost']:.4f})"
-    return "; ".join(
-        f"the {head} VM loses {r['ne_lost']:.4f} (noise {r['noise']:.4f}), the adapter wins back "
-        f"{r['ne_recovered']:.4f} (noise {r['recovery_noise']:.4f}), a share of {r['share']:.2f}"
-        for head, r in losing.items()
+    return "; ".join(recovery_phrase(head, r) for head, r in losing.items())
+
+
+def recovery_phrase(head: str, r: dict[str, Any]) -> str:
+    """What a stale teacher costs the VM `head` and what the adapter wins back (`staleness_recovery`'s
+    `r`), each with its noise, and the share where the loss is beyond its noise."""
+    share = (
+        f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: the loss is within its noise"
+    )
+    return (
+        f"the {head} VM loses {_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
+        f"{_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
     )
 
 
@@ -170,11 +178,7 @@ def _claim_line(claim: str, verdict: dict[str, Any]) -> str:
         f"{k}={fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness", "by_head", "note")
     ]
     details = [", ".join(parts)]
-    for head, r in verdict.get("by_head", {}).items():
-        details.append(
-            f"the {head} VM: lost {fmt(r['ne_lost'])} (noise {fmt(r['noise'])}), the adapter wins "
-            f"back {fmt(r['ne_recovered'])} (noise {fmt(r['recovery_noise'])}; share {fmt(r['share'])})"
-        )
+    details += [recovery_phrase(head, r) for head, r in verdict.get("by_head", {}).items()]
     for k, row in verdict.get("by_staleness", {}).items():
         details.append(f"staleness {k}: {_calibration_pair(row)}")
     if verdict.get("note"):

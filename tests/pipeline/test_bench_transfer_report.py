@@ -93,7 +93,8 @@ def test_a_recovery_within_the_seeds_noise_is_no_win_however_large_its_mean() ->
     recovery = adapter_recovery(staleness, TEACHER)["by_head"]["aux_head"]
     assert abs(recovery["share"] - 0.75) < 1e-9 and abs(recovery["recovery_noise"] - 0.08) < 1e-9
     assert adapter_recovery(staleness, TEACHER)["holds"] is False
-    assert "wins back 0.03 (noise 0.08; share 0.75)" in _claim_line("a", adapter_recovery(staleness, TEACHER))
+    line = _claim_line("a", adapter_recovery(staleness, TEACHER))
+    assert "the adapter wins back 0.0300 (noise 0.0800), a share of 0.75" in line
 
 
 def _with_kd(staleness: dict, kd0: float, kd2: float, kd_adapter2: float) -> dict:
@@ -125,7 +126,7 @@ def test_the_representation_rung_is_judged_without_and_with_its_adapter() -> Non
     recovery = verdict["by_head"]["representation_no_adapter"]
     assert abs(recovery["ne_lost"] - 0.04) < 1e-9 and abs(recovery["share"] - 0.125) < 1e-9
     assert verdict["holds"] is False and "nothing to recover" not in verdict.get("note", "")
-    assert "the representation_no_adapter VM: lost 0.04" in _claim_line("a", verdict)
+    assert "the representation_no_adapter VM loses 0.0400 (noise 0.0000)" in _claim_line("a", verdict)
     staleness["2"]["representation"] = _arm(0.715)  # wins back 5/8
     assert adapter_recovery(staleness, TEACHER)["holds"] is True
 
@@ -162,9 +163,11 @@ def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
     staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.84, 0.81)
     line = _claim_line("adapter", adapter_recovery(staleness, TEACHER))
     assert line.startswith("- `adapter`: holds (stale_days=2, teacher_ne_lost=0.05")
-    assert "; the aux_head VM: lost 0" in line and "; the kd VM: lost 0.04" in line and "share 0.75" in line
+    assert "; the aux_head VM loses 0.0000 (noise 0.0000), the adapter wins back 0.0000" in line
+    assert "no share: the loss is within its noise; the kd VM loses 0.0400" in line
+    assert line.endswith("a share of 0.75)"), "the kd VM's, the last head: no note when the claim holds"
     nothing = _claim_line("adapter", adapter_recovery(_staleness(0.80, 0.80, 0.80), TEACHER))
-    assert "**does not hold**" in nothing and nothing.index("the aux_head VM: lost") < nothing.index(
+    assert "**does not hold**" in nothing and nothing.index("the aux_head VM loses") < nothing.index(
         "; note: "
     )
     assert _claim_line("x", {"holds": None, "why": "needs y"}) == "- `x`: not measured (why=needs y)"
