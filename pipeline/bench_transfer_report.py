@@ -136,9 +136,7 @@ def _recovered(verdict: dict[str, Any]) -> str:
 def recovery_phrase(head: str, r: dict[str, Any]) -> str:
     """What a stale teacher costs the VM `head` and what the adapter wins back (`staleness_recovery`'s
     `r`), each with its noise, and the share where the loss is beyond its noise."""
-    share = (
-        f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: the loss is within its noise"
-    )
+    share = f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: no loss beyond its noise"
     return (
         f"the {head} VM loses {_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
         f"{_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"

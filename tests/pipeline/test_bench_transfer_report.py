@@ -164,7 +164,7 @@ def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
     line = _claim_line("adapter", adapter_recovery(staleness, TEACHER))
     assert line.startswith("- `adapter`: holds (stale_days=2, teacher_ne_lost=0.05")
     assert "; the aux_head VM loses 0.0000 (noise 0.0000), the adapter wins back 0.0000" in line
-    assert "no share: the loss is within its noise; the kd VM loses 0.0400" in line
+    assert "no share: no loss beyond its noise; the kd VM loses 0.0400" in line
     assert line.endswith("a share of 0.75)"), "the kd VM's, the last head: no note when the claim holds"
     nothing = _claim_line("adapter", adapter_recovery(_staleness(0.80, 0.80, 0.80), TEACHER))
     assert "**does not hold**" in nothing and nothing.index("the aux_head VM loses") < nothing.index(
