@@ -52,21 +52,25 @@ def _ratio_to_alone(
 
 
 def _over_seeds(
-    measured: Measured, cfg: TransferBenchConfig, model: Callable[[int, str], dict[str, float]]
+    measured: Measured,
+    cfg: TransferBenchConfig,
+    model: Callable[[int, str], dict[str, float]],
+    surfaces: tuple[str, ...] = (),
 ) -> dict[str, float]:
-    """A model's metrics (`model(seed, surface)`): each seed's over the surfaces (`_over_surfaces`), then
-    the mean and spread over seeds (and each seed's NE, for paired comparisons), with its transfer ratio
-    against the same seed's VM alone; the spread of `calibration` over seeds; a VM's `TARGET_METRICS`
-    likewise, and `TRUTH_METRICS` (with the spread of `true_calibration`) where the world is synthetic."""
+    """A model's metrics (`model(seed, surface)`): each seed's over `surfaces` (every surface when
+    empty; `_over_surfaces`), then the mean and spread over seeds (and each seed's NE, for paired
+    comparisons), with its transfer ratio against the same seed's VM alone; the spread of `calibration`
+    over seeds; a VM's `TARGET_METRICS` likewise, and `TRUTH_METRICS` (with the spread of
+    `true_calibration`) where the world is synthetic."""
+    surfaces = surfaces or cfg.surfaces
 
     def per_seed(metric: str) -> list[float]:
-        return [_over_surfaces([model(s, v) for v in cfg.surfaces], metric) for s in cfg.seeds]
+        return [_over_surfaces([model(s, v) for v in surfaces], metric) for s in cfg.seeds]
 
     ratios = [
-        finite_mean([_ratio_to_alone(measured, cfg, s, v, model(s, v)) for v in cfg.surfaces])
-        for s in cfg.seeds
+        finite_mean([_ratio_to_alone(measured, cfg, s, v, model(s, v)) for v in surfaces]) for s in cfg.seeds
     ]
-    measured_here = set(model(cfg.seeds[0], cfg.surfaces[0]))
+    measured_here = set(model(cfg.seeds[0], surfaces[0]))
     truth = TRUTH_METRICS if "expected_clicks" in measured_here else ()
     metrics = (*METRICS, "clicks", *truth, *(m for m in TARGET_METRICS if m in measured_here))
     spread = {"calibration_std": _std(per_seed("calibration"))}
@@ -85,7 +89,8 @@ def _over_seeds(
 
 
 def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
-    """Per method (fresh teacher), then per staleness: over surfaces and seeds, the seeds' spread; and
+    """Per method (fresh teacher), then per staleness: over surfaces and seeds, the seeds' spread, and
+    the same for each VM on its own (`vms`: each is a served model, calibrated or not by itself); and
     the hierarchy's first hop (`domain_teacher`: the fresh domain FMs' logged knowledge on each VM's
     slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained;
     gem-fm's own logged metrics, fresh (`teacher`) and per staleness (`teacher_by_staleness`)."""
@@ -93,21 +98,13 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     def student(method: str, delay: int = 0) -> Callable[[int, str], dict[str, float]]:
         return lambda seed, surface: measured.students[seed, delay, method, surface]
 
-    methods: dict[str, Any] = {}
-    for method in cfg.methods:
-        model = student(method)
-        vms = {
-            v: {m: finite_mean([model(s, v)[m] for s in cfg.seeds]) for m in METRICS}
-            | {
-                "transfer_ratio": finite_mean(
-                    [_ratio_to_alone(measured, cfg, s, v, model(s, v)) for s in cfg.seeds]
-                )
-            }
-            for v in cfg.surfaces
-        }
-        methods[method] = _over_seeds(measured, cfg, model) | {"vms": vms}
+    def pooled_and_by_vm(model: Callable[[int, str], dict[str, float]]) -> dict[str, Any]:
+        vms = {v: _over_seeds(measured, cfg, model, (v,)) for v in cfg.surfaces}
+        return _over_seeds(measured, cfg, model) | {"vms": vms}
+
+    methods = {method: pooled_and_by_vm(student(method)) for method in cfg.methods}
     staleness = {
-        str(k): {method: _over_seeds(measured, cfg, student(method, k)) for method in cfg.methods}
+        str(k): {method: pooled_and_by_vm(student(method, k)) for method in cfg.methods}
         for k in cfg.staleness
     }
 

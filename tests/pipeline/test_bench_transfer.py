@@ -66,6 +66,12 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     assert "true_calibration" not in report["datasets"]["movielens"]["methods"]["kd"], "no truth known"
     assert synthetic["market_by_day"] == dict.fromkeys(setup["days_list"], 0.0), "the default market stands"
     assert "market_by_day" not in report["datasets"]["movielens"]
+    stale_kd = synthetic["staleness"]["1"]["kd"]["vms"]["facebook_feed"]
+    assert set(synthetic["staleness"]["1"]["kd"]["vms"]) == set(QUICK.surfaces), "each served VM on its own"
+    assert (
+        stale_kd["true_calibration"]
+        == stale_kd["calibration"] * stale_kd["clicks"] / stale_kd["expected_clicks"]
+    )
     stale_teacher = synthetic["teacher_by_staleness"]
     assert set(stale_teacher) == {str(k) for k in QUICK.staleness}
     assert stale_teacher["0"]["ne"] == synthetic["teacher"]["ne"]
