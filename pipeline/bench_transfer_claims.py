@@ -175,52 +175,76 @@ def label_noise(clicks: float) -> float:
     return 1.0 / math.sqrt(clicks) if clicks > 0 else math.nan
 
 
+def calibration_row(kd: dict[str, Any], aux: dict[str, Any]) -> dict[str, Any]:
+    """KD's and the auxiliary head's calibration on one slice (every VM pooled, or one VM) at one
+    staleness, what it is measured against, KD's noise, and the three tests `aux_head_calibration`
+    reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it."""
+    truth = "true_calibration" in aux
+    measure = "true_calibration" if truth else "calibration"
+    noise = 0.0 if truth else label_noise(aux["clicks"])
+    seeds = kd["true_calibration_std" if truth else "calibration_std"]
+    kd_noise = seeds if truth else math.hypot(noise, seeds)
+    row = {
+        "against": "expected clicks" if truth else "observed clicks",
+        "kd": kd[measure],
+        "aux_head": aux[measure],
+        "label_noise": noise,
+        "kd_noise": kd_noise,
+        "measurable": all_finite(noise) and NOISE_SPREADS * noise <= CALIBRATION_TOLERANCE,
+        "aux_within": abs(aux[measure] - 1.0) <= CALIBRATION_TOLERANCE,
+        "kd_outside": abs(kd[measure] - 1.0) - CALIBRATION_TOLERANCE > NOISE_SPREADS * kd_noise,
+    }
+    if truth:
+        row["aux_head_std"] = aux["true_calibration_std"]
+    return row
+
+
+def calibration_slices(verdict: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every (staleness, slice, row) of an `aux_head_calibration` verdict: the pooled VMs ("all VMs")
+    and each VM on its own, staleness by staleness."""
+    return [
+        (k, name, r)
+        for k, row in verdict["by_staleness"].items()
+        for name, r in [("all VMs", row), *row.get("by_vm", {}).items()]
+    ]
+
+
 def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
     """ExFM's claim: the auxiliary head keeps the serving head calibrated where single-head KD does not.
 
-    Where the world is synthetic, calibration is predicted over expected clicks (`true_calibration`):
-    no sampling error, and the seeds' spread is KD's noise. Elsewhere it is predicted over observed
-    clicks, a random draw whose sampling error (`label_noise`) adds to the seeds' spread (in quadrature:
-    the test rows are the same for every seed) in KD's noise: when twice the sampling error exceeds the
-    tolerance, "within 2% of 1.0" cannot be told on these test days, and the claim is refused at that
-    staleness. It holds where the aux head is within the tolerance and KD beyond it by more than
-    twice its noise.
+    Each VM is a served model, so the claim is judged on each on its own (`by_vm`, where measured) as
+    well as on every VM pooled, at every staleness (`calibration_row`). Where the world is synthetic,
+    calibration is predicted over expected clicks (`true_calibration`): no sampling error, and the
+    seeds' spread is KD's noise. Elsewhere it is predicted over observed clicks, a random draw whose
+    sampling error (`label_noise`) adds to the seeds' spread (in quadrature: the test rows are the same
+    for every seed) in KD's noise: when twice the sampling error exceeds the tolerance, "within 2% of
+    1.0" cannot be told on that slice, and it is left out. It holds where KD is beyond the tolerance by
+    more than twice its noise on some slice and, on every slice where it is, the aux head is within it.
     """
     rows = {}
     for k, methods in staleness.items():
         if {"kd", "aux_head"} <= methods.keys():
-            truth = "true_calibration" in methods["aux_head"]
-            measure = "true_calibration" if truth else "calibration"
-            kd, aux = methods["kd"][measure], methods["aux_head"][measure]
-            noise = 0.0 if truth else label_noise(methods["aux_head"]["clicks"])
-            seeds = methods["kd"]["true_calibration_std" if truth else "calibration_std"]
-            kd_noise = seeds if truth else math.hypot(noise, seeds)
-            rows[k] = {
-                "against": "expected clicks" if truth else "observed clicks",
-                "kd": kd,
-                "aux_head": aux,
-                "label_noise": noise,
-                "kd_noise": kd_noise,
-                "measurable": all_finite(noise) and NOISE_SPREADS * noise <= CALIBRATION_TOLERANCE,
-                "aux_within": abs(aux - 1.0) <= CALIBRATION_TOLERANCE,
-                "kd_outside": abs(kd - 1.0) - CALIBRATION_TOLERANCE > NOISE_SPREADS * kd_noise,
-            }
-            if truth:
-                rows[k]["aux_head_std"] = methods["aux_head"]["true_calibration_std"]
+            kd, aux = methods["kd"], methods["aux_head"]
+            rows[k] = calibration_row(kd, aux)
+            if "vms" in kd and "vms" in aux:
+                rows[k]["by_vm"] = {v: calibration_row(kd["vms"][v], aux["vms"][v]) for v in kd["vms"]}
+    verdict: dict[str, Any] = {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows}
     if not rows:
-        return {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows, "holds": None}
-    holds = any(r["measurable"] and r["aux_within"] and r["kd_outside"] for r in rows.values())
-    verdict = {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows, "holds": holds}
-    if not any(r["measurable"] for r in rows.values()):
-        noise = min(r["label_noise"] for r in rows.values())
+        return verdict | {"holds": None}
+    measurable = [r for _, _, r in calibration_slices(verdict) if r["measurable"]]
+    off = [r for r in measurable if r["kd_outside"]]
+    verdict["holds"] = bool(off) and all(r["aux_within"] for r in off)
+    if not measurable:
+        noise = min(r["label_noise"] for _, _, r in calibration_slices(verdict))
         verdict["note"] = (
             f"the test clicks' sampling error ({noise:.3f}) is over half the tolerance: "
             f"calibration within {CALIBRATION_TOLERANCE:.0%} cannot be told"
         )
-    elif not any(r["kd_outside"] for r in rows.values()):
+    elif not off:
+        where = ", pooled or on any VM," if any("by_vm" in row for row in rows.values()) else ""
         verdict["note"] = (
             f"KD's calibration is nowhere beyond {CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice "
-            "its noise: no miscalibration is shown for the auxiliary head to keep away"
+            f"its noise{where}: no miscalibration is shown for the auxiliary head to keep away"
         )
     return verdict
 

@@ -15,11 +15,14 @@ from typing import Any
 
 from pipeline.bench_transfer_claims import (
     ADAPTED_HEADS,
+    CALIBRATION_TOLERANCE,
     all_finite,
+    calibration_slices,
     fmt,
     paired_difference,
     staleness_recovery,
 )
+from pipeline.hierarchy import vm_name
 
 
 def method_verdict(method: dict[str, Any], alone: dict[str, Any]) -> str:
@@ -80,6 +83,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| gem-fm itself: AUC, its ranking (higher is better) | {cells} |")
         lines += _recovery_table(data["staleness"], ks)
         lines += _targets_table(data["staleness"], ks)
+        lines += _calibration_table(data["claims"].get("aux_head_keeps_calibration", {}))
         lines += ["", "Claims:", ""]
         lines += [_claim_line(claim, verdict) for claim, verdict in data["claims"].items()]
         lines.append("")
@@ -144,18 +148,23 @@ def recovery_phrase(head: str, r: dict[str, Any]) -> str:
 
 
 def _kept(verdict: dict[str, Any]) -> str:
-    rows = verdict["by_staleness"]
-    off = [k for k, r in rows.items() if r["measurable"] and r["kd_outside"]]
-    if off:
-        return "; ".join(
-            f"at staleness {k} kd {rows[k]['kd']:.3f}, aux_head {rows[k]['aux_head']:.3f}" for k in off
-        )
-    if not any(r["measurable"] for r in rows.values()):
+    slices = calibration_slices(verdict)
+    measurable = [(k, name, r) for k, name, r in slices if r["measurable"]]
+    if not measurable:
         return f"within {verdict['tolerance']:.0%} cannot be told on these clicks"
-    k = max(rows, key=lambda k: abs(rows[k]["kd"] - 1.0))
+    off = [(k, name, r) for k, name, r in measurable if r["kd_outside"]]
+    k, name, r = max(off or measurable, key=lambda s: abs(s[2]["kd"] - 1.0))
+    farthest = f"{r['kd']:.3f} ± {r['kd_noise']:.3f} on {_slice(name)} at staleness {k}"
+    if not off:
+        return (
+            f"KD is nowhere beyond {verdict['tolerance']:.0%} by more than twice its noise "
+            f"(farthest from 1.0: {farthest})"
+        )
+    within = sum(r["aux_within"] for _, _, r in off)
     return (
-        f"KD is nowhere beyond {verdict['tolerance']:.0%} by more than twice its noise (farthest from 1.0: "
-        f"{rows[k]['kd']:.3f} ± {rows[k]['kd_noise']:.3f} at staleness {k})"
+        f"KD is beyond {verdict['tolerance']:.0%} by more than twice its noise on {len(off)} of "
+        f"{len(measurable)} slices (farthest: {farthest}, aux_head {r['aux_head']:.3f}); the aux head is "
+        f"within {verdict['tolerance']:.0%} on {within} of them"
     )
 
 
@@ -249,6 +258,44 @@ def _recovery_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
 def _ne(difference: float) -> str:
     """An NE difference to 4 decimals, with no sign on one that rounds to zero."""
     return f"{round(difference, 4) + 0.0:.4f}"
+
+
+def _calibration_table(verdict: dict[str, Any]) -> list[str]:
+    """The served head's calibration under single-head KD and under the auxiliary head, on every VM
+    pooled and on each VM, by staleness: the slices the calibration claim judges. Empty when not
+    judged."""
+    rows = verdict.get("by_staleness", {})
+    if not rows:
+        return []
+    ks = list(rows)
+    against = next(iter(rows.values()))["against"]
+    lines = [
+        "",
+        "The served head's calibration, single-head KD against the auxiliary head, by teacher staleness "
+        f"(predicted over {against}; in brackets KD's noise; **kd off**: beyond "
+        f"{CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice its noise; a slice whose clicks cannot tell "
+        f"{CALIBRATION_TOLERANCE:.0%} is marked so):",
+        "",
+        "| slice | " + " | ".join(ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    by_slice: dict[str, dict[str, dict[str, Any]]] = {}
+    for k, name, r in calibration_slices(verdict):
+        by_slice.setdefault(name, {})[k] = r
+    for name, by_k in by_slice.items():
+        cells = [_calibration_cell_of(by_k[k]) if k in by_k else "" for k in ks]
+        lines.append(f"| {_slice(name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _calibration_cell_of(r: dict[str, Any]) -> str:
+    mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
+    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{mark}"
+
+
+def _slice(name: str) -> str:
+    """A calibration slice as the report names it: every VM pooled, or one VM by its registry name."""
+    return name if name == "all VMs" else vm_name(name)
 
 
 def _targets_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:

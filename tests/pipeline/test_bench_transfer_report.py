@@ -16,7 +16,9 @@ from pipeline.bench_transfer_claims import (
 )
 from pipeline.bench_transfer_measure import pooled_metrics
 from pipeline.bench_transfer_report import (
+    _calibration_table,
     _claim_line,
+    _kept,
     _recovery_table,
     _targets_table,
     market_line,
@@ -203,6 +205,56 @@ def test_aux_head_calibration() -> None:
     assert aux_head_calibration({})["holds"] is None
 
 
+def _truth(true: float, spread: float = 0.004) -> dict:
+    """A head's calibration over the world's expected clicks, its seeds' spread, and observed (1.0)."""
+    return {"calibration": 1.0, "true_calibration": true, "true_calibration_std": spread, "clicks": 800}
+
+
+def _with_vms(kd: dict[str, float], aux: dict[str, float]) -> dict:
+    """One staleness: kd and aux_head pooled within 1% of the truth, and on each VM as given."""
+    return {
+        "0": {
+            "kd": _truth(1.01) | {"vms": {v: _truth(c) for v, c in kd.items()}},
+            "aux_head": _truth(1.0) | {"vms": {v: _truth(c) for v, c in aux.items()}},
+        }
+    }
+
+
+def test_calibration_is_judged_on_each_served_vm_as_well_as_pooled() -> None:
+    # Pooled, KD is within 2%: one VM's 6% low and another's 4% high cancel out.
+    verdict = aux_head_calibration(
+        _with_vms({"stories": 0.94, "feed": 1.04}, {"stories": 0.99, "feed": 1.01})
+    )
+    assert verdict["holds"] is True and "note" not in verdict
+    by_vm = verdict["by_staleness"]["0"]["by_vm"]
+    assert by_vm["stories"]["kd_outside"] and by_vm["feed"]["kd_outside"]
+    assert not verdict["by_staleness"]["0"]["kd_outside"], "pooled, KD looks calibrated"
+    both_off = aux_head_calibration(
+        _with_vms({"stories": 0.94, "feed": 1.04}, {"stories": 0.99, "feed": 1.03})
+    )
+    assert both_off["holds"] is False, "on every VM where KD is off, the aux head must be within 2%"
+    assert "2 of 3 slices" in _kept(both_off) and "within 2% on 1 of them" in _kept(both_off)
+    noisy = aux_head_calibration(_with_vms({"stories": 0.975}, {"stories": 1.0}))  # 0.005 beyond, noise 0.008
+    assert noisy["holds"] is False and "pooled or on any VM" in noisy["note"]
+
+
+def test_the_calibration_table_gives_every_slice_at_every_staleness() -> None:
+    staleness = _with_vms({"facebook_stories": 0.94}, {"facebook_stories": 0.99})
+    staleness["2"] = _with_vms({"facebook_stories": 1.0}, {"facebook_stories": 1.0})["0"]
+    lines = _calibration_table(aux_head_calibration(staleness))
+    assert "predicted over expected clicks" in lines[1]
+    assert lines[3:7] == [
+        "| slice | 0 | 2 |",
+        "|---|---|---|",
+        "| all VMs | kd 1.010 (0.004), aux_head 1.000 | kd 1.010 (0.004), aux_head 1.000 |",
+        "| vm-facebook_stories | kd 0.940 (0.004), aux_head 0.990 **kd off** "
+        "| kd 1.000 (0.004), aux_head 1.000 |",
+    ]
+    few = aux_head_calibration({"0": {"kd": _observed(1.08, 3_600), "aux_head": _observed(1.01, 3_600)}})
+    assert _calibration_table(few)[-1] == "| all VMs | kd 1.080 (0.017), aux_head 1.010 (cannot tell) |"
+    assert _calibration_table({}) == [], "not judged: no table"
+
+
 def test_kds_calibration_noise_over_observed_clicks_adds_its_seeds_spread_to_the_labels() -> None:
     # 0.02 beyond the tolerance: beyond twice the labels' sampling error (0.005) alone ...
     assert aux_head_calibration({"0": {"kd": _observed(1.04), "aux_head": _observed(1.01)}})["holds"] is True
@@ -332,10 +384,13 @@ def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decid
         "a share of 0.75"
     )
     assert adapter[1] == "**does not hold**: no VM loses NE beyond noise (gem-fm itself loses 0.0500)"
-    assert calibration[0] == "holds: at staleness 0 kd 1.080, aux_head 1.010"
+    assert calibration[0] == (
+        "holds: KD is beyond 2% by more than twice its noise on 1 of 1 slices (farthest: 1.080 ± 0.005 on "
+        "all VMs at staleness 0, aux_head 1.010); the aux head is within 2% on 1 of them"
+    )
     assert calibration[1] == (
         "**does not hold**: KD is nowhere beyond 2% by more than twice its noise (farthest from 1.0: "
-        "1.025 ± 0.005 at staleness 0)"
+        "1.025 ± 0.005 on all VMs at staleness 0)"
     )
 
 
