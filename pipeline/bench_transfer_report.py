@@ -3,7 +3,8 @@
 `markdown` renders the report: first its verdicts, each claim against each dataset
 (`verdicts_table`; the verdicts come from `bench_transfer_claims`), then per dataset the methods, NE
 by staleness, what a stale teacher costs each VM and what the adapter wins back at every staleness
-(`_recovery_table`), and each claim's numbers. A difference is called a win only when larger than
+(`_recovery_table`), the served head's calibration under KD and under the auxiliary head, pooled and
+VM by VM (`_calibration_table`), and each claim's numbers. A difference is called a win only when larger than
 twice the spread of its seed-by-seed differences (`method_verdict`, `paired_difference`); the plots
 (`bench_transfer_plots`) colour their bars by the same verdict.
 """
@@ -283,12 +284,13 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
     for k, name, r in calibration_slices(verdict):
         by_slice.setdefault(name, {})[k] = r
     for name, by_k in by_slice.items():
-        cells = [_calibration_cell_of(by_k[k]) if k in by_k else "" for k in ks]
+        cells = [_kd_and_aux_head(by_k[k]) if k in by_k else "" for k in ks]
         lines.append(f"| {_slice(name)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _calibration_cell_of(r: dict[str, Any]) -> str:
+def _kd_and_aux_head(r: dict[str, Any]) -> str:
+    """One slice at one staleness, as `_calibration_table` gives it."""
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
     return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{mark}"
 
