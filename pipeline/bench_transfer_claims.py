@@ -175,10 +175,11 @@ def label_noise(clicks: float) -> float:
     return 1.0 / math.sqrt(clicks) if clicks > 0 else math.nan
 
 
-def calibration_row(kd: dict[str, Any], aux: dict[str, Any]) -> dict[str, Any]:
+def calibration_row(kd: dict[str, Any], aux: dict[str, Any], alone: dict[str, Any] | None) -> dict[str, Any]:
     """KD's and the auxiliary head's calibration on one slice (every VM pooled, or one VM) at one
     staleness, what it is measured against, KD's noise, and the three tests `aux_head_calibration`
-    reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it."""
+    reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it. Beside
+    them, where measured, the VM alone's: how calibrated the slice's VM is with no teacher at all."""
     truth = "true_calibration" in aux
     measure = "true_calibration" if truth else "calibration"
     noise = 0.0 if truth else label_noise(aux["clicks"])
@@ -196,6 +197,8 @@ def calibration_row(kd: dict[str, Any], aux: dict[str, Any]) -> dict[str, Any]:
     }
     if truth:
         row["aux_head_std"] = aux["true_calibration_std"]
+    if alone is not None:
+        row["alone"] = alone[measure]
     return row
 
 
@@ -224,10 +227,13 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
     rows = {}
     for k, methods in staleness.items():
         if {"kd", "aux_head"} <= methods.keys():
-            kd, aux = methods["kd"], methods["aux_head"]
-            rows[k] = calibration_row(kd, aux)
+            kd, aux, alone = methods["kd"], methods["aux_head"], methods.get("alone")
+            rows[k] = calibration_row(kd, aux, alone)
             if "vms" in kd and "vms" in aux:
-                rows[k]["by_vm"] = {v: calibration_row(kd["vms"][v], aux["vms"][v]) for v in kd["vms"]}
+                alone_vms = alone.get("vms", {}) if alone else {}
+                rows[k]["by_vm"] = {
+                    v: calibration_row(kd["vms"][v], aux["vms"][v], alone_vms.get(v)) for v in kd["vms"]
+                }
     verdict: dict[str, Any] = {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows}
     if not rows:
         return verdict | {"holds": None}
@@ -245,6 +251,14 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
         verdict["note"] = (
             f"KD's calibration is nowhere beyond {CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice "
             f"its noise{where}: no miscalibration is shown for the auxiliary head to keep away"
+        )
+    elif not verdict["holds"]:
+        aux_off = [r for r in off if not r["aux_within"]]
+        alone_off = [r for r in aux_off if "alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE]
+        verdict["note"] = (
+            f"the aux head is itself beyond {CALIBRATION_TOLERANCE:.0%} on {len(aux_off)} of the "
+            f"{len(off)} slices where KD is; on {len(alone_off)} of those the VM alone, with no teacher, "
+            "is beyond it too"
         )
     return verdict
 

@@ -272,8 +272,9 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
     against = next(iter(rows.values()))["against"]
     lines = [
         "",
-        "The served head's calibration, single-head KD against the auxiliary head, by teacher staleness "
-        f"(predicted over {against}; in brackets KD's noise; **kd off**: beyond "
+        "The served head's calibration, single-head KD against the auxiliary head (and the VM alone, with "
+        f"no teacher, where measured), by teacher staleness (predicted over {against}; in brackets KD's "
+        "noise; **kd off**: beyond "
         f"{CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice its noise; a slice whose clicks cannot tell "
         f"{CALIBRATION_TOLERANCE:.0%} is marked so):",
         "",
@@ -292,7 +293,8 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
 def _kd_and_aux_head(r: dict[str, Any]) -> str:
     """One slice at one staleness, as `_calibration_table` gives it."""
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
-    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{mark}"
+    alone = f", alone {r['alone']:.3f}" if "alone" in r else ""
+    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{alone}{mark}"
 
 
 def _slice(name: str) -> str:

@@ -210,14 +210,16 @@ def _truth(true: float, spread: float = 0.004) -> dict:
     return {"calibration": 1.0, "true_calibration": true, "true_calibration_std": spread, "clicks": 800}
 
 
-def _with_vms(kd: dict[str, float], aux: dict[str, float]) -> dict:
-    """One staleness: kd and aux_head pooled within 1% of the truth, and on each VM as given."""
-    return {
-        "0": {
-            "kd": _truth(1.01) | {"vms": {v: _truth(c) for v, c in kd.items()}},
-            "aux_head": _truth(1.0) | {"vms": {v: _truth(c) for v, c in aux.items()}},
-        }
+def _with_vms(kd: dict[str, float], aux: dict[str, float], alone: dict[str, float] | None = None) -> dict:
+    """One staleness: kd and aux_head pooled within 1% of the truth, and on each VM as given; alone
+    too where given."""
+    methods = {
+        "kd": _truth(1.01) | {"vms": {v: _truth(c) for v, c in kd.items()}},
+        "aux_head": _truth(1.0) | {"vms": {v: _truth(c) for v, c in aux.items()}},
     }
+    if alone is not None:
+        methods["alone"] = _truth(1.0) | {"vms": {v: _truth(c) for v, c in alone.items()}}
+    return {"0": methods}
 
 
 def test_calibration_is_judged_on_each_served_vm_as_well_as_pooled() -> None:
@@ -230,24 +232,30 @@ def test_calibration_is_judged_on_each_served_vm_as_well_as_pooled() -> None:
     assert by_vm["stories"]["kd_outside"] and by_vm["feed"]["kd_outside"]
     assert not verdict["by_staleness"]["0"]["kd_outside"], "pooled, KD looks calibrated"
     both_off = aux_head_calibration(
-        _with_vms({"stories": 0.94, "feed": 1.04}, {"stories": 0.99, "feed": 1.03})
+        _with_vms(
+            {"stories": 0.94, "feed": 1.04}, {"stories": 0.99, "feed": 1.03}, {"stories": 1.0, "feed": 1.03}
+        )
     )
     assert both_off["holds"] is False, "on every VM where KD is off, the aux head must be within 2%"
+    assert both_off["note"] == (
+        "the aux head is itself beyond 2% on 1 of the 2 slices where KD is; on 1 of those the VM alone, "
+        "with no teacher, is beyond it too"
+    )
     assert "2 of 3 slices" in _kept(both_off) and "within 2% on 1 of them" in _kept(both_off)
     noisy = aux_head_calibration(_with_vms({"stories": 0.975}, {"stories": 1.0}))  # 0.005 beyond, noise 0.008
     assert noisy["holds"] is False and "pooled or on any VM" in noisy["note"]
 
 
 def test_the_calibration_table_gives_every_slice_at_every_staleness() -> None:
-    staleness = _with_vms({"facebook_stories": 0.94}, {"facebook_stories": 0.99})
+    staleness = _with_vms({"facebook_stories": 0.94}, {"facebook_stories": 0.99}, {"facebook_stories": 1.03})
     staleness["2"] = _with_vms({"facebook_stories": 1.0}, {"facebook_stories": 1.0})["0"]
     lines = _calibration_table(aux_head_calibration(staleness))
     assert "predicted over expected clicks" in lines[1]
     assert lines[3:7] == [
         "| slice | 0 | 2 |",
         "|---|---|---|",
-        "| all VMs | kd 1.010 (0.004), aux_head 1.000 | kd 1.010 (0.004), aux_head 1.000 |",
-        "| vm-facebook_stories | kd 0.940 (0.004), aux_head 0.990 **kd off** "
+        "| all VMs | kd 1.010 (0.004), aux_head 1.000, alone 1.000 | kd 1.010 (0.004), aux_head 1.000 |",
+        "| vm-facebook_stories | kd 0.940 (0.004), aux_head 0.990, alone 1.030 **kd off** "
         "| kd 1.000 (0.004), aux_head 1.000 |",
     ]
     few = aux_head_calibration({"0": {"kd": _observed(1.08, 3_600), "aux_head": _observed(1.01, 3_600)}})
