@@ -247,7 +247,8 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
             f"calibration within {CALIBRATION_TOLERANCE:.0%} cannot be told"
         )
     elif not off:
-        where = ", pooled or on any VM," if any("by_vm" in row for row in rows.values()) else ""
+        judged_vms = any(r["measurable"] for _, name, r in calibration_slices(verdict) if name != "all VMs")
+        where = ", pooled or on any VM" if judged_vms else ""
         verdict["note"] = (
             f"KD's calibration is nowhere beyond {CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice "
             f"its noise{where}: no miscalibration is shown for the auxiliary head to keep away"

@@ -243,7 +243,13 @@ def test_calibration_is_judged_on_each_served_vm_as_well_as_pooled() -> None:
     )
     assert "2 of 3 slices" in _kept(both_off) and "within 2% on 1 of them" in _kept(both_off)
     noisy = aux_head_calibration(_with_vms({"stories": 0.975}, {"stories": 1.0}))  # 0.005 beyond, noise 0.008
-    assert noisy["holds"] is False and "pooled or on any VM" in noisy["note"]
+    assert noisy["holds"] is False and "its noise, pooled or on any VM: no miscalibration" in noisy["note"]
+    few = {  # observed clicks: the pool tells 2%, a VM's 3,600 clicks do not (so 8% off is not judged)
+        "kd": _observed(1.01) | {"vms": {"reels": _observed(1.08, 3_600)}},
+        "aux_head": _observed(1.0) | {"vms": {"reels": _observed(1.0, 3_600)}},
+    }
+    unjudged = aux_head_calibration({"0": few})
+    assert unjudged["holds"] is False and "its noise: no miscalibration" in unjudged["note"]
 
 
 def test_the_calibration_table_gives_every_slice_at_every_staleness() -> None:
