@@ -25,8 +25,7 @@ from pipeline.hierarchy import DOMAIN_FM_PREFIX, FM_NAME, VM_PREFIX
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# One colour per family: a VM and its adapter twin share one (tab10's, so colour-blind readers get
-# the dash too).
+# One colour (tab10's) per family: a VM and its adapter twin share one, and the dash tells them apart.
 METHOD_COLORS: dict[str, str] = {
     "alone": "#7f7f7f",
     "kd": "#ff7f0e",
@@ -138,7 +137,7 @@ def ne_by_day_figure(name: str, ne_by_day: dict[str, dict[str, float]]) -> Figur
     surfaces = list(dict.fromkeys(surface for surface, _, _ in vms.values()))
     domains = [n for n in ne_by_day if n.startswith(DOMAIN_FM_PREFIX)]
     palette = plt.get_cmap("tab10").colors  # surfaces first, then domain FMs: no colour means two things
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(surfaces + domains)} | {
+    colors = {series: palette[i % len(palette)] for i, series in enumerate(surfaces + domains)} | {
         FM_NAME: "black"
     }
     _plot_by_day(ax_fm, {n: (colors[n], "-", ne_by_day[n]) for n in [FM_NAME, *domains] if n in ne_by_day})
