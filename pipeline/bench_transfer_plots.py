@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.bench_transfer_claims import ADAPTED_HEADS
 from pipeline.bench_transfer_report import method_verdict
 from pipeline.hierarchy import DOMAIN_FM_PREFIX, FM_NAME, VM_PREFIX
+from pipeline.report_plots import draw_series_by_day
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -159,19 +160,13 @@ def ne_by_day_figure(name: str, ne_by_day: dict[str, dict[str, float]]) -> Figur
 
 
 def _plot_by_day(ax: Any, series: dict[str, tuple[Any, str, dict[str, float]]]) -> None:
-    """One line per name over the days any of them has, a day without a value a gap."""
+    """One line per name, in its (colour, dash), over the days any of them has (`draw_series_by_day`)."""
     days = sorted({day for _, _, by_day in series.values() for day in by_day})
-    for label, (color, dash, by_day) in series.items():
-        values = [by_day.get(day, math.nan) for day in days]
-        ax.plot(
-            range(len(days)),
-            [math.nan if v is None else v for v in values],
-            color=color,
-            linestyle=dash,
-            marker="o",
-            markersize=4,
-            label=label,
-        )
+    styles = {
+        name: {"color": color, "linestyle": dash, "markersize": 4}
+        for name, (color, dash, _) in series.items()
+    }
+    draw_series_by_day(ax, {name: by_day for name, (_, _, by_day) in series.items()}, days, styles)
     ax.set_xticks(range(len(days)), [day[5:] for day in days])
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     ax.set_xlabel("evaluation day (trained through the day before)")

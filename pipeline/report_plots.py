@@ -8,6 +8,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+
+def draw_series_by_day(
+    ax: Any,
+    series: Mapping[str, Mapping[str, float | None]],
+    days: Sequence[str],
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Draw one line per name of `series` (day -> value) on the axes `ax`, at positions 0.. of `days`,
+    with `styles[name]`'s plot keywords if given; returns the names drawn. A name with no value on any
+    of `days` is left out."""
+    drawn = []
+    for name, by_day in series.items():
+        values = [by_day.get(day) for day in days]
+        if all(v is None for v in values):
+            continue
+        style = {"marker": "o"} | dict((styles or {}).get(name, {}))
+        ax.plot(range(len(days)), [math.nan if v is None else v for v in values], label=name, **style)
+        drawn.append(name)
+    return drawn
 
 
 def plot_series_by_day(
@@ -28,12 +49,8 @@ def plot_series_by_day(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    positions = range(len(days))
-    lines = {name: [by_day.get(day) for day in days] for name, by_day in series.items()}
-    drawn = {name: values for name, values in lines.items() if any(v is not None for v in values)}
-    for name, values in drawn.items():
-        ax.plot(positions, [math.nan if v is None else v for v in values], marker="o", label=name)
-    ax.set_xticks(list(positions), list(days))
+    drawn = draw_series_by_day(ax, series, days)
+    ax.set_xticks(range(len(days)), list(days))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
