@@ -237,17 +237,18 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
     verdict: dict[str, Any] = {"tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows}
     if not rows:
         return verdict | {"holds": None}
-    measurable = [r for _, _, r in calibration_slices(verdict) if r["measurable"]]
+    slices = calibration_slices(verdict)
+    measurable = [r for _, _, r in slices if r["measurable"]]
     off = [r for r in measurable if r["kd_outside"]]
     verdict["holds"] = bool(off) and all(r["aux_within"] for r in off)
     if not measurable:
-        noise = min(r["label_noise"] for _, _, r in calibration_slices(verdict))
+        noise = min(r["label_noise"] for _, _, r in slices)
         verdict["note"] = (
             f"the test clicks' sampling error ({noise:.3f}) is over half the tolerance: "
             f"calibration within {CALIBRATION_TOLERANCE:.0%} cannot be told"
         )
     elif not off:
-        judged_vms = any(r["measurable"] for _, name, r in calibration_slices(verdict) if name != "all VMs")
+        judged_vms = any(r["measurable"] for _, name, r in slices if name != "all VMs")
         where = ", pooled or on any VM" if judged_vms else ""
         verdict["note"] = (
             f"KD's calibration is nowhere beyond {CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice "
