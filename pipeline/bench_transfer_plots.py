@@ -44,6 +44,7 @@ VERDICT_COLORS: dict[str, str] = {
     "within noise": "#b8c8d8",
     "loss": "#c85050",
 }
+NOT_JUDGED = "#a0a0a0"  # a verdict of "n/a": one seed, or a gap that is not finite
 _VM_SERIES = re.compile(rf"^{VM_PREFIX}(?P<surface>\S+) \((?P<method>\w+)\)$")
 _TEACHER = "gem-fm itself"
 
@@ -78,13 +79,13 @@ def transfer_ratio_figure(name: str, data: dict[str, Any]) -> Figure:
         f"{m}  {r:.2f}" + (f" ± {s:.2f}" if math.isfinite(s) else "")
         for m, r, s in zip(methods, ratios, spread, strict=True)
     ]
-    colors = [VERDICT_COLORS.get(v, VERDICT_COLORS["win"]) for v in verdicts]
+    colors = [VERDICT_COLORS.get(v, NOT_JUDGED) for v in verdicts]
     ax.barh(labels, ratios, xerr=spread, capsize=3, color=colors)
     ax.invert_yaxis()  # the ladder reads top down
     ax.axvline(0, color="black", linewidth=0.8)
     handles: list[Any] = [
-        Patch(color=color, label=f"vs alone: {verdict}")
-        for verdict, color in VERDICT_COLORS.items()
+        Patch(color=VERDICT_COLORS.get(verdict, NOT_JUDGED), label=f"vs alone: {verdict}")
+        for verdict in dict.fromkeys([*VERDICT_COLORS, *verdicts])
         if verdict in verdicts
     ]
     kd = data["methods"].get("kd", {}).get("transfer_ratio", math.nan)

@@ -10,6 +10,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from pipeline.bench_transfer_plots import (
+    NOT_JUDGED,
     VERDICT_COLORS,
     ne_by_day_figure,
     plots,
@@ -77,13 +78,16 @@ def test_the_transfer_ratio_bars_give_each_method_its_ratio_its_verdict_and_gems
     assert [line.get_xdata()[0] for line in dashed] == [0.5], "GEM's bar: twice KD's ratio"
 
 
-def test_one_seed_has_no_spread_to_show() -> None:
+def test_one_seed_has_no_spread_to_show_and_no_verdict() -> None:
     data = _dataset()
     for method in data["methods"].values():
         method["transfer_ratio_std"] = math.nan
         method["ne_by_seed"] = method["ne_by_seed"][:1]
     ax = transfer_ratio_figure("synthetic", data).axes[0]
     assert ax.get_yticklabels()[0].get_text() == "kd  0.25"
+    assert {to_hex(bar.get_facecolor()) for bar in ax.patches} == {NOT_JUDGED}, "no bar looks like a win"
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["vs alone: n/a (1 seed)", "2x kd: GEM's bar"]
 
 
 def test_the_staleness_plot_shows_each_methods_ne_and_what_staleness_costs_it() -> None:
