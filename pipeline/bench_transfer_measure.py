@@ -293,7 +293,7 @@ def measure_dataset(
                 surface, teacher_metrics(settings, surface, evaluation)
             )
         for seed in cfg.seeds:
-            train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
+            train = TrainConfig(seed=seed, batch_size=cfg.student_batch_size)
             tag = f"s{seed}.k{delay}"
             needed = sorted({SURFACE_DOMAINS[s] for s in cfg.surfaces}) if "full" in cfg.methods else []
             domains = train_domain_fms(settings, days, needed, tag, train, spark, window + evaluation)

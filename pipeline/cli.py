@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--datasets", nargs="+", default=None, help="transfer: synthetic, synthetic_drift, movielens"
     )
     bench.add_argument(
+        "--student-batch-size",
+        type=int,
+        default=None,
+        help="transfer: the domain FMs' and VMs' minibatch (default: the product's STUDENT_BATCH_SIZE)",
+    )
+    bench.add_argument(
         "--join", nargs="+", default=None, metavar="DIR", help="transfer: join these runs' reports into --out"
     )
     bench.add_argument("--examples", type=int, default=100_000, help="knowledge: examples in the day")
@@ -348,7 +354,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         overrides = {
             name: tuple(value) if isinstance(value, list) else value
-            for name in ("days", "methods", "surfaces", "seeds", "staleness", "datasets")
+            for name in (
+                "days",
+                "methods",
+                "surfaces",
+                "seeds",
+                "staleness",
+                "datasets",
+                "student_batch_size",
+            )
             if (value := getattr(args, name)) is not None
         }
         config = dataclasses.replace(QUICK if args.quick else SYNTHETIC, **overrides)
