@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.schema import SURFACES
-from pipeline.train_student import STUDENT_BATCH_SIZE
+from pipeline.train_student import VM_BATCH_SIZE
 
 # The ladder (students.config.METHODS, each rung adding to the one before), then beside it
 # `kd_adapter`, the adapter under single-head KD, where a stale teacher supervises the served head
@@ -68,8 +68,8 @@ class TransferBenchConfig:
     methods: tuple[str, ...] = METHOD_NAMES
     staleness: tuple[int, ...] = (0, 1, 2, 4)
     surfaces: tuple[str, ...] = SURFACES
-    batch_size: int = 256  # gem-fm's minibatch
-    student_batch_size: int = STUDENT_BATCH_SIZE  # the domain FMs' and VMs', the product's own
+    batch_size: int = 256  # gem-fm's minibatch and the domain FMs'
+    vm_batch_size: int = VM_BATCH_SIZE  # the VMs', the product's own
     student_window_days: int = 0  # 0: every day all staleness levels have knowledge for
     datasets: tuple[str, ...] = DATASETS
     movielens_days: int = 12  # weeks of MovieLens-100k, one logical day each (31 exist)
@@ -83,10 +83,10 @@ class TransferBenchConfig:
             raise ValueError(
                 f"unknown datasets {sorted(set(self.datasets) - set(DATASETS))}; known: {DATASETS}"
             )
-        if min(self.batch_size, self.student_batch_size) < 1:
+        if min(self.batch_size, self.vm_batch_size) < 1:
             raise ValueError(
                 f"minibatches must hold a row: batch_size {self.batch_size}, "
-                f"student_batch_size {self.student_batch_size}"
+                f"vm_batch_size {self.vm_batch_size}"
             )
         if 0 not in self.staleness:
             raise ValueError("staleness must include 0: the fresh teacher is the reference")

@@ -158,18 +158,28 @@ def train_domain_fms(
 
 
 def train_and_measure_vm(
-    settings: Settings, spec: StudentSpec, method: str, days: list[str], train: TrainConfig
+    settings: Settings,
+    spec: StudentSpec,
+    method: str,
+    days: list[str],
+    train: TrainConfig,
+    vm_batch_size: int,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Train the VM `spec` with `method` over `days`; its click metrics on its surface pooled over the
-    day after each (by the version trained through the day before), and its NE on each of them. Beside
-    them, `TARGET_METRICS`: how well its click distillation targets predicted the labels it trained on,
-    the mean over `days` (NaN without distillation)."""
+    """Train the VM `spec` with `method` over `days` (`train`, in minibatches of `vm_batch_size`); its
+    click metrics on its surface pooled over the day after each (by the version trained through the day
+    before), and its NE on each of them. Beside them, `TARGET_METRICS`: how well its click distillation
+    targets predicted the labels it trained on, the mean over `days` (NaN without distillation)."""
     from infra.checkpoints import checkpoint_uri
     from pipeline.student_data import student_evaluation_rows
     from pipeline.student_release import student_predictions
     from pipeline.train_student import TASKS, DistillConfig, load_student, sequence_length, train_student
 
-    config = DistillConfig(path="direct", vm_method="full" if method == "full" else method, train=train)
+    config = DistillConfig(
+        path="direct",
+        vm_method="full" if method == "full" else method,
+        train=train,
+        vm_batch_size=vm_batch_size,
+    )
     batches, trained = {}, []
     for ds in days:
         trained.append(train_student(settings, spec, ds, config))
@@ -293,7 +303,7 @@ def measure_dataset(
                 surface, teacher_metrics(settings, surface, evaluation)
             )
         for seed in cfg.seeds:
-            train = TrainConfig(seed=seed, batch_size=cfg.student_batch_size)
+            train = TrainConfig(seed=seed, batch_size=cfg.batch_size)
             tag = f"s{seed}.k{delay}"
             needed = sorted({SURFACE_DOMAINS[s] for s in cfg.surfaces}) if "full" in cfg.methods else []
             domains = train_domain_fms(settings, days, needed, tag, train, spark, window + evaluation)
@@ -314,7 +324,9 @@ def measure_dataset(
                     if method == "full":
                         spec = dataclasses.replace(spec, teacher=domains[SURFACE_DOMAINS[surface]].name)
                     began = time.perf_counter()
-                    metrics, by_day = train_and_measure_vm(settings, spec, method, window, train)
+                    metrics, by_day = train_and_measure_vm(
+                        settings, spec, method, window, train, cfg.vm_batch_size
+                    )
                     measured.students[seed, delay, method, surface] = measured.with_truth(surface, metrics)
                     measured.seconds[f"vm {method}"] = measured.seconds.get(f"vm {method}", 0.0) + (
                         time.perf_counter() - began

@@ -53,7 +53,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"## {name}",
             "",
             f"{len(setup['days_list'])} days ({_day_size(name, setup)}), gem-fm `{setup['fm_size']}` "
-            f"(minibatch {setup['batch_size']}, the students' {setup['student_batch_size']}), "
+            f"(minibatch {setup['batch_size']}, the VMs' {setup['vm_batch_size']}), "
             f"seeds {setup['seeds']}; VMs train on {setup['student_days'][0]}..{setup['student_days'][-1]}, "
             f"each measured on {setup['evaluation_days'][0]}..{setup['evaluation_days'][-1]} by its version "
             "trained through the day before, pooled "

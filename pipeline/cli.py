@@ -248,10 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--datasets", nargs="+", default=None, help="transfer: synthetic, synthetic_drift, movielens"
     )
     bench.add_argument(
-        "--student-batch-size",
+        "--vm-batch-size",
         type=int,
         default=None,
-        help="transfer: the domain FMs' and VMs' minibatch (default: the product's STUDENT_BATCH_SIZE)",
+        help="transfer: the VMs' minibatch (default: the product's VM_BATCH_SIZE)",
     )
     bench.add_argument(
         "--join", nargs="+", default=None, metavar="DIR", help="transfer: join these runs' reports into --out"
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "seeds",
                 "staleness",
                 "datasets",
-                "student_batch_size",
+                "vm_batch_size",
             )
             if (value := getattr(args, name)) is not None
         }

@@ -16,6 +16,7 @@ keep learning in the student. A student's teacher never changes over its life.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,13 +56,14 @@ from teacher.train import TrainConfig
 # only what gem-fm knew then, and what transfers here is mostly what gem-fm learns of ids.
 DOMAIN_TRANSFER = TransferConfig(aux_head=True, adapter="logit", share=("embeddings",), share_frozen=True)
 TASKS: tuple[str, ...] = ("click", "conversion")  # the tasks every model of the hierarchy predicts
-# A student's minibatch. A VM learns from one surface's rows, 1,800-7,100 a day in the transfer
-# benchmark's synthetic world: at the FM's 256 that is 7-28 Adam steps a day, and the VM trained alone
-# barely left its start. Its click NE (the benchmark's 3 progressive days, 5 VMs pooled, 3 seeds) at a
-# minibatch of 256, 64, 32, 16, 8: 0.9475, 0.9398, 0.9366, 0.9359, 0.9361. 32 is the largest within
-# twice the seeds' spread of the best, picked on that baseline's NE alone, never on a transfer
-# method's, so no transfer ratio is flattered by it.
-STUDENT_BATCH_SIZE = 32
+# A VM's minibatch (domain FMs, like gem-fm, take `TrainConfig`'s 256). A VM learns from one
+# surface's rows, 1,800-7,100 a day in the transfer benchmark's synthetic world: at 256 that is 7-28
+# Adam steps a day, and the VM trained alone barely left its start. Its click NE (the benchmark's 3
+# progressive days, 5 VMs pooled, 3 seeds) at a minibatch of 256, 64, 32, 16, 8: 0.9475, 0.9398,
+# 0.9366, 0.9359, 0.9361. 32 is the largest within twice the seeds' spread of the best, picked on that
+# baseline's NE alone, never on a transfer method's, so no transfer ratio is flattered by it. At 256
+# with its learning rates 4x or 8x it reached 0.9423 and 0.9420: the steps matter, not only their size.
+VM_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,16 @@ class DistillConfig:
     vm_method: str = "full"  # a name in students.config.METHODS
     delay_days: int = 0  # the teacher's knowledge for ds comes from the version trained through ds-1-k
     lookback_days: int = 2  # days of past teacher embeddings for the "sequence" representation
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=STUDENT_BATCH_SIZE))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    vm_batch_size: int = VM_BATCH_SIZE  # a VM's minibatch; domain FMs take `train.batch_size`
 
     def __post_init__(self) -> None:
         if self.vm_method not in METHODS:
             raise ValueError(
                 f"DISTILLERY_TRANSFER_METHOD must be one of {sorted(METHODS)}, got {self.vm_method!r}"
             )
+        if self.vm_batch_size < 1:
+            raise ValueError(f"vm_batch_size must be >= 1, got {self.vm_batch_size}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DistillConfig:
@@ -87,12 +92,20 @@ class DistillConfig:
             path=settings.transfer_path,
             vm_method=settings.transfer_method,
             delay_days=settings.teacher_delay_days,
-            train=TrainConfig(batch_size=STUDENT_BATCH_SIZE, seed=settings.seed),
+            train=TrainConfig(seed=settings.seed),
         )
 
     def transfer_for(self, spec: StudentSpec) -> TransferConfig:
         """The transfer methods of `spec`: `DOMAIN_TRANSFER` for domain FMs, `vm_method`'s for VMs."""
         return DOMAIN_TRANSFER if spec.kind == "domain" else METHODS[self.vm_method]
+
+    def train_for(self, spec: StudentSpec) -> TrainConfig:
+        """How `spec` learns a day: `train`, in minibatches of `vm_batch_size` for a VM."""
+        return (
+            self.train
+            if spec.kind == "domain"
+            else dataclasses.replace(self.train, batch_size=self.vm_batch_size)
+        )
 
 
 def teacher_backbone(module: torch.nn.Module) -> GemFM:
@@ -174,12 +187,13 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
     """
     student, checkpoint, parent = _previous(settings, spec, ds)
     transfer = student.config.transfer if student is not None else config.transfer_for(spec)
+    train = config.train_for(spec)
     rows = student_training_rows(
         settings,
         spec,
         ds,
         TASKS,
-        config.train.conversion_window_days,
+        train.conversion_window_days,
         sequence_length(transfer),
         config.lookback_days,
     )
@@ -188,10 +202,10 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
         load_teacher(settings, spec.teacher, rows.teacher_version) if student is None or refresh else None
     )
     if student is None:
-        student = _fresh_student(spec, transfer, teacher, rows, config.train.seed)
+        student = _fresh_student(spec, transfer, teacher, rows, train.seed)
     if refresh:
         share_teacher_modules(student, teacher, transfer.share, transfer.share_frozen)
-    optimizer = make_student_optimizer(student, config.train)
+    optimizer = make_student_optimizer(student, train)
     adapter = make_adapter(student.config)
     adapter_optimizer = make_adapter_optimizer(adapter, student.config) if adapter is not None else None
     if checkpoint is not None:
@@ -206,7 +220,7 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
         rows.table, student.config.teacher_tasks, student.config.teacher_embed_dim, sequence_length(transfer)
     )
     labels, mask = labels_and_mask(rows.table, backbone.tasks)
-    torch.manual_seed(day_seed(config.train.seed, f"{spec.seed_key}:{ds}"))
+    torch.manual_seed(day_seed(train.seed, f"{spec.seed_key}:{ds}"))
     stats = train_student_interval(
         student,
         optimizer,
@@ -214,7 +228,7 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
         knowledge,
         labels,
         mask,
-        config.train,
+        train,
         adapter,
         adapter_optimizer,
         label=f"{spec.name} {ds}",
@@ -228,7 +242,7 @@ def train_student(settings: Settings, spec: StudentSpec, ds: str, config: Distil
             "adapter": adapter.state_dict() if adapter is not None else None,
             "adapter_optimizer": adapter_optimizer.state_dict() if adapter_optimizer is not None else None,
             "student_config": student.config.to_dict(),
-            "train_config": config.train.to_dict(),
+            "train_config": train.to_dict(),
             "trained_through": ds,
             "parent": parent,
             "teacher": spec.teacher,

@@ -113,8 +113,8 @@ def test_the_config_refuses_what_it_cannot_measure() -> None:
         TransferBenchConfig(methods=("alone", "distil"))
     with pytest.raises(ValueError, match="staleness must include 0"):
         TransferBenchConfig(staleness=(1, 2))
-    with pytest.raises(ValueError, match="student_batch_size 0"):
-        TransferBenchConfig(student_batch_size=0)
+    with pytest.raises(ValueError, match="vm_batch_size 0"):
+        TransferBenchConfig(vm_batch_size=0)
     with pytest.raises(ValueError, match="leave no student day"):
         TransferBenchConfig(days=5, staleness=(0, 2))
     days = [f"2026-01-{d:02d}" for d in range(1, 8)]

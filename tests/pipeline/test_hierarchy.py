@@ -8,6 +8,7 @@ from infra.schema import DOMAINS, SURFACE_DOMAINS, SURFACES
 from pipeline.hierarchy import FM_NAME, all_students, student_spec
 from pipeline.train_student import DOMAIN_TRANSFER, DistillConfig
 from students.config import METHODS
+from teacher.train import TrainConfig
 
 
 @pytest.mark.parametrize("path", ["hierarchical", "direct"])
@@ -42,3 +43,12 @@ def test_distill_config_picks_each_students_methods() -> None:
     assert DOMAIN_TRANSFER.representation == "none", "domain FMs teach in their turn: no inputs from gem-fm"
     with pytest.raises(ValueError, match="DISTILLERY_TRANSFER_METHOD"):
         DistillConfig(vm_method="magic")
+
+
+def test_a_vm_learns_in_its_own_minibatches_and_a_domain_fm_in_the_fms() -> None:
+    config = DistillConfig(train=TrainConfig(batch_size=256, seed=3), vm_batch_size=32)
+    vm = config.train_for(student_spec("vm-facebook_feed", "direct"))
+    assert (vm.batch_size, vm.seed) == (32, 3), "only the minibatch differs"
+    assert config.train_for(student_spec("domain-fm-facebook", "direct")) == config.train
+    with pytest.raises(ValueError, match="vm_batch_size must be >= 1"):
+        DistillConfig(vm_batch_size=0)
