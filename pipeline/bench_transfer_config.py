@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.schema import SURFACES
-from pipeline.train_student import VM_BATCH_SIZE
+from students.config import VM_BATCH_SIZE
 
 # The ladder (students.config.METHODS, each rung adding to the one before), then beside it
 # `kd_adapter`, the adapter under single-head KD, where a stale teacher supervises the served head

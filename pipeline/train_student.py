@@ -35,7 +35,7 @@ from pipeline.fm_data import previous_day
 from pipeline.hierarchy import StudentSpec
 from pipeline.student_data import StudentRows, student_training_rows
 from pipeline.train_fm import MissingCheckpointError, day_seed, labels_and_mask
-from students.config import METHODS, StudentConfig, TransferConfig, student_backbone
+from students.config import METHODS, VM_BATCH_SIZE, StudentConfig, TransferConfig, student_backbone
 from students.knowledge_inputs import table_to_knowledge
 from students.model import Student
 from students.sharing import share_teacher_modules
@@ -56,14 +56,6 @@ from teacher.train import TrainConfig
 # only what gem-fm knew then, and what transfers here is mostly what gem-fm learns of ids.
 DOMAIN_TRANSFER = TransferConfig(aux_head=True, adapter="logit", share=("embeddings",), share_frozen=True)
 TASKS: tuple[str, ...] = ("click", "conversion")  # the tasks every model of the hierarchy predicts
-# A VM's minibatch (domain FMs, like gem-fm, take `TrainConfig`'s 256). A VM learns from one
-# surface's rows, 1,800-7,100 a day in the transfer benchmark's synthetic world: at 256 that is 7-28
-# Adam steps a day, and the VM trained alone barely left its start. Its click NE (the benchmark's 3
-# progressive days, 5 VMs pooled, 3 seeds) at a minibatch of 256, 64, 32, 16, 8: 0.9475, 0.9398,
-# 0.9366, 0.9359, 0.9361. 32 is the largest within twice the seeds' spread of the best, picked on that
-# baseline's NE alone, never on a transfer method's, so no transfer ratio is flattered by it. At 256
-# with its learning rates 4x or 8x it reached 0.9423 and 0.9420: the steps matter, not only their size.
-VM_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
