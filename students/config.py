@@ -54,12 +54,9 @@ SHARE_GROUPS: dict[str, tuple[str, ...]] = {
 STUDENT_KINDS: tuple[str, ...] = ("domain", "vm")
 # A VM's minibatch (domain FMs, like gem-fm, take `TrainConfig`'s 256:
 # `pipeline.train_student.DistillConfig.train_for`). A VM learns from one surface's rows, 1,800-7,100
-# a day in the transfer benchmark's synthetic world: at 256 that is 7-28 Adam steps a day, and the VM
-# trained alone barely left its start. Its click NE (the benchmark's 3 progressive days, 5 VMs pooled,
-# 3 seeds) at a minibatch of 256, 64, 32, 16, 8: 0.9475, 0.9398, 0.9366, 0.9359, 0.9361. 32 is the
-# largest within twice the seeds' spread of the best, picked on that baseline's NE alone, never on a
-# transfer method's, so no transfer ratio is flattered by it. At 256 with its learning rates 4x or 8x
-# it reached 0.9423 and 0.9420: the steps matter, not only their size.
+# a day in the transfer benchmark's synthetic world: at 256 that is 7-28 Adam steps a day, too few to
+# leave its start. 32 was picked on the VM alone's NE; docs/architecture.md (students) gives the
+# measurements, and the domain FMs' at 64.
 VM_BATCH_SIZE = 32
 
 
