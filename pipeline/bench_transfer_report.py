@@ -99,7 +99,7 @@ def markdown(report: dict[str, Any]) -> str:
 CLAIM_QUESTIONS: dict[str, str] = {
     "full_at_least_2x_kd": "GEM: the full method's transfer ratio is at least 2x standard KD's",
     "adapter_recovers_half_of_staleness": (
-        "ExFM: the adapter wins back at least half of the VM NE a 2-day-stale teacher costs"
+        "ExFM: the adapter wins back at least half of the VM NE a 2-day-stale teacher's targets cost"
     ),
     "aux_head_keeps_calibration": (
         "ExFM: the auxiliary head keeps the served head calibrated within 2% where single-head KD does not"
@@ -134,19 +134,30 @@ def _factor(verdict: dict[str, Any]) -> str:
 
 def _recovered(verdict: dict[str, Any]) -> str:
     losing = {head: r for head, r in verdict["by_head"].items() if all_finite(r["share"])}
-    if not losing:
-        return f"no VM loses NE beyond noise (gem-fm itself loses {verdict['teacher_ne_lost']:.4f})"
-    return "; ".join(recovery_phrase(head, r) for head, r in losing.items())
+    judged = [recovery_phrase(head, r) for head, r in losing.items() if r["judged"]]
+    beside = [recovery_phrase(head, r) for head, r in losing.items() if not r["judged"]]
+    if not judged:
+        judged = [
+            "no VM the adapter's targets supervise loses NE beyond noise "
+            f"(gem-fm itself loses {verdict['teacher_ne_lost']:.4f})"
+        ]
+    return "; ".join(judged + beside)
 
 
 def recovery_phrase(head: str, r: dict[str, Any]) -> str:
     """What a stale teacher costs the VM `head` and what the adapter wins back (`staleness_recovery`'s
-    `r`), each with its noise, and the share where the loss is beyond its noise."""
+    `r`), each with its noise, and the share where the loss is beyond its noise; a head the claim does
+    not judge (`TARGET_HEADS`) is named as beside it."""
     share = f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: no loss beyond its noise"
+    beside = "" if r["judged"] else BESIDE_THE_CLAIM
     return (
-        f"the {head} VM loses {_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
+        f"{beside}the {head} VM loses {_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
         f"{_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
     )
+
+
+# How a VM the adapter's claim measures but does not judge is introduced (`TARGET_HEADS`).
+BESIDE_THE_CLAIM = "beside the claim, through the stale embedding it serves (not the adapter's to win back), "
 
 
 def _kept(verdict: dict[str, Any]) -> str:
