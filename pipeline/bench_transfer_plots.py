@@ -175,15 +175,17 @@ def _plot_by_day(ax: Any, series: dict[str, tuple[Any, str, dict[str, float]]]) 
 
 
 def plots(report: dict[str, Any], out: Path) -> list[Path]:
-    """Write each dataset's three plots into `out` as PNGs; returns the files."""
+    """Write each dataset's three plots into `out` as PNGs; returns the files. A run that left `alone`
+    out (`--methods`) has no transfer ratios: its dataset gets the other two."""
     plt = _pyplot()
     files = []
     for name, data in report["datasets"].items():
         figures = {
-            f"transfer_ratio_{name}.png": transfer_ratio_figure(name, data),
             f"staleness_{name}.png": staleness_figure(name, data),
             f"ne_by_day_{name}.png": ne_by_day_figure(name, data["ne_by_day"]),
         }
+        if "alone" in data["methods"]:
+            figures[f"transfer_ratio_{name}.png"] = transfer_ratio_figure(name, data)
         for file, fig in figures.items():
             fig.savefig(out / file, dpi=120, bbox_inches="tight")
             plt.close(fig)

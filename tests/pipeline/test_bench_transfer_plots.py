@@ -126,3 +126,14 @@ def test_plots_writes_three_pngs_a_dataset(tmp_path: Path) -> None:
         for name in ("synthetic", "movielens")
     )
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+
+
+def test_a_run_without_alone_gets_no_transfer_ratio_plot_and_the_others(tmp_path: Path) -> None:
+    """`--methods full` measures no `alone`, so no ratio: its bars are left out, never a crash."""
+    data = _dataset()
+    data["methods"] = {m: arm for m, arm in data["methods"].items() if m != "alone"}
+    data["staleness"] = {
+        k: {m: a for m, a in arms.items() if m != "alone"} for k, arms in data["staleness"].items()
+    }
+    files = plots({"datasets": {"synthetic": data}}, tmp_path)
+    assert sorted(f.name for f in files) == ["ne_by_day_synthetic.png", "staleness_synthetic.png"]
