@@ -189,11 +189,17 @@ def label_noise(clicks: float) -> float:
     return 1.0 / math.sqrt(clicks) if clicks > 0 else math.nan
 
 
-def calibration_row(kd: dict[str, Any], aux: dict[str, Any], alone: dict[str, Any] | None) -> dict[str, Any]:
+def calibration_row(
+    kd: dict[str, Any],
+    aux: dict[str, Any],
+    alone: dict[str, Any] | None,
+    teacher: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """KD's and the auxiliary head's calibration on one slice (every VM pooled, or one VM) at one
     staleness, what it is measured against, KD's noise, and the three tests `aux_head_calibration`
     reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it. Beside
-    them, where measured, the VM alone's: how calibrated the slice's VM is with no teacher at all."""
+    them, where measured, the VM alone's (how calibrated the slice's VM is with no teacher at all) and
+    gem-fm's own (the teacher's bias, which single-head KD takes in and the aux head is to keep out)."""
     truth = "true_calibration" in aux
     measure = "true_calibration" if truth else "calibration"
     noise = 0.0 if truth else label_noise(aux["clicks"])
@@ -213,6 +219,8 @@ def calibration_row(kd: dict[str, Any], aux: dict[str, Any], alone: dict[str, An
         row["aux_head_std"] = aux["true_calibration_std"]
     if alone is not None:
         row["alone"] = alone[measure]
+    if teacher is not None:
+        row["teacher"] = teacher[measure]
     return row
 
 
@@ -226,7 +234,9 @@ def calibration_slices(verdict: dict[str, Any]) -> list[tuple[str, str, dict[str
     ]
 
 
-def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
+def aux_head_calibration(
+    staleness: dict[str, Any], teacher: dict[str, dict[str, float]] | None = None
+) -> dict[str, Any]:
     """ExFM's claim: the auxiliary head keeps the serving head calibrated where single-head KD does not.
 
     Each VM is a served model, so the claim is judged on each on its own (`by_vm`, where measured) as
@@ -237,12 +247,14 @@ def aux_head_calibration(staleness: dict[str, Any]) -> dict[str, Any]:
     for every seed) in KD's noise: when twice the sampling error exceeds the tolerance, "within 2% of
     1.0" cannot be told on that slice, and it is left out. It holds where KD is beyond the tolerance by
     more than twice its noise on some slice and, on every slice where it is, the aux head is within it.
+    Beside every VM pooled, gem-fm's own calibration at that staleness (`teacher`, as `teacher_metrics`
+    gives it), where given: whether there is a teacher bias to keep out at all.
     """
     rows = {}
     for k, methods in staleness.items():
         if {"kd", "aux_head"} <= methods.keys():
             kd, aux, alone = methods["kd"], methods["aux_head"], methods.get("alone")
-            rows[k] = calibration_row(kd, aux, alone)
+            rows[k] = calibration_row(kd, aux, alone, (teacher or {}).get(k))
             if "vms" in kd and "vms" in aux:
                 alone_vms = alone.get("vms", {}) if alone else {}
                 rows[k]["by_vm"] = {
@@ -286,5 +298,7 @@ def claims(dataset: dict[str, Any]) -> dict[str, Any]:
         "adapter_recovers_half_of_staleness": adapter_recovery(
             dataset["staleness"], dataset["teacher_by_staleness"]
         ),
-        "aux_head_keeps_calibration": aux_head_calibration(dataset["staleness"]),
+        "aux_head_keeps_calibration": aux_head_calibration(
+            dataset["staleness"], dataset["teacher_by_staleness"]
+        ),
     }

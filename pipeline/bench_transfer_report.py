@@ -284,8 +284,9 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
     against = next(iter(rows.values()))["against"]
     lines = [
         "",
-        "The served head's calibration, single-head KD against the auxiliary head (and the VM alone, with "
-        f"no teacher, where measured), by teacher staleness (predicted over {against}; in brackets KD's "
+        "The served head's calibration, single-head KD against the auxiliary head (and, where measured, "
+        "the VM alone, with no teacher, and gem-fm itself, whose bias KD takes in and the aux head is to "
+        f"keep out), by teacher staleness (predicted over {against}; in brackets KD's "
         "noise; **kd off**: beyond "
         f"{CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice its noise; a slice whose clicks cannot tell "
         f"{CALIBRATION_TOLERANCE:.0%} is marked so):",
@@ -306,7 +307,8 @@ def _kd_and_aux_head(r: dict[str, Any]) -> str:
     """One slice at one staleness, as `_calibration_table` gives it."""
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
     alone = f", alone {r['alone']:.3f}" if "alone" in r else ""
-    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{alone}{mark}"
+    teacher = f", gem-fm {r['teacher']:.3f}" if "teacher" in r else ""
+    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{alone}{teacher}{mark}"
 
 
 def _slice(name: str) -> str:

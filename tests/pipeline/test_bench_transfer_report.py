@@ -277,6 +277,18 @@ def test_the_calibration_table_gives_every_slice_at_every_staleness() -> None:
     assert _calibration_table({}) == [], "not judged: no table"
 
 
+def test_the_calibration_table_shows_the_teachers_own_bias_beside_the_pooled_vms() -> None:
+    """KD pulled toward a biased teacher, the aux head kept from it: gem-fm's own calibration on the
+    pooled slice says whether there was a bias to keep out. It is measured pooled, not VM by VM."""
+    staleness = _with_vms({"facebook_stories": 1.03}, {"facebook_stories": 1.0})
+    verdict = aux_head_calibration(staleness, {"0": _truth(1.05)})
+    assert verdict["by_staleness"]["0"]["teacher"] == 1.05
+    assert "teacher" not in verdict["by_staleness"]["0"]["by_vm"]["facebook_stories"]
+    row = _calibration_table(verdict)[5]
+    assert row.startswith("| all VMs | kd 1.010 (0.004), aux_head 1.000, gem-fm 1.050 |"), row
+    assert "gem-fm" not in _calibration_table(aux_head_calibration(staleness))[5], "no teacher given"
+
+
 def test_kds_calibration_noise_over_observed_clicks_adds_its_seeds_spread_to_the_labels() -> None:
     # 0.02 beyond the tolerance: beyond twice the labels' sampling error (0.005) alone ...
     assert aux_head_calibration({"0": {"kd": _observed(1.04), "aux_head": _observed(1.01)}})["holds"] is True
