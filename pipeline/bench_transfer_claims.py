@@ -72,13 +72,23 @@ ADAPTED_HEADS: tuple[tuple[str, str], ...] = (
 TARGET_HEADS: frozenset[str] = frozenset({"aux_head", "kd"})
 
 
+def staleness_cost(staleness: dict[str, Any], method: str, k: str) -> dict[str, list[float]]:
+    """What a `k`-day-stale teacher costs `method`'s VM, seed by seed: NE at `k` minus NE at 0, in
+    the form `paired_difference` reads."""
+    pairs = zip(staleness[k][method]["ne_by_seed"], staleness["0"][method]["ne_by_seed"], strict=True)
+    return {"ne_by_seed": [stale - fresh for stale, fresh in pairs]}
+
+
 def staleness_recovery(staleness: dict[str, Any], plain: str, adapted: str, k: str) -> dict[str, Any]:
     """What a `k`-day-stale teacher costs the VM `plain` and what the same VM with the adapter
-    (`adapted`) wins back of it: NE, seed by seed, each with its noise (`paired_difference`). The
-    share is only defined for a loss beyond its noise."""
-    old = staleness[k][plain]
-    lost, noise = paired_difference(old, staleness["0"][plain])
-    recovered, recovery_noise = paired_difference(old, staleness[k][adapted])
+    (`adapted`) wins back of it: NE, seed by seed, each with its noise (`paired_difference`). What
+    it wins back is the loss without the adapter less the loss with it (`staleness_cost`), so a gain
+    the adapter makes with a fresh teacher too is not counted as undoing staleness. The share is only
+    defined for a loss beyond its noise."""
+    lost, noise = paired_difference(staleness[k][plain], staleness["0"][plain])
+    recovered, recovery_noise = paired_difference(
+        staleness_cost(staleness, plain, k), staleness_cost(staleness, adapted, k)
+    )
     measurable = all_finite(lost, noise) and lost > noise
     share = recovered / lost if measurable and all_finite(recovered) else math.nan
     return {
@@ -102,7 +112,7 @@ def adapter_recovery(
     """ExFM's claim: the adapter recovers at least half of the NE a `stale`-day-old teacher costs.
 
     Per head in `ADAPTED_HEADS` measured (`by_head`): lost = NE_plain(k) - NE_plain(0), seed by seed
-    (`paired_difference`); recovered = NE_plain(k) - NE_adapted(k), seed by seed too. A loss within
+    (`paired_difference`); recovered = lost - (NE_adapted(k) - NE_adapted(0)), seed by seed too. A loss within
     twice the spread of the seeds' losses is noise: nothing measurable to recover on that head. The
     claim holds when some head of `TARGET_HEADS` loses measurably and, on every one that does, the
     adapter wins back at least half, itself a win (beyond twice the spread of the seeds' gains); the

@@ -249,7 +249,8 @@ def _recovery_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
     lines = [
         "",
         "What a stale teacher costs each VM without the adapter, and what the same VM with it wins back "
-        "(NE, seed by seed; in brackets twice the spread of the seeds' differences, the noise to beat; "
+        "(the loss without it less the loss with it; NE, seed by seed; in brackets twice the spread of "
+        "the seeds' differences, the noise to beat; "
         "the share where the loss is beyond its noise):",
         "",
         "| VM without / with the adapter | " + " | ".join(stale) + " |",

@@ -90,6 +90,16 @@ def test_adapter_recovery() -> None:
     assert "gem-fm itself loses 0.0500" in verdict["note"]
 
 
+def test_what_the_adapter_gains_with_a_fresh_teacher_too_is_not_won_back_from_staleness() -> None:
+    staleness = _staleness(0.80, 0.84, 0.81)
+    staleness["0"]["adapter"] = _arm(0.77)  # 0.03 better at a fresh teacher too: loses 0.04 itself
+    recovery = adapter_recovery(staleness, TEACHER)["by_head"]["aux_head"]
+    assert abs(recovery["ne_recovered"]) < 1e-9 and abs(recovery["share"]) < 1e-9
+    assert adapter_recovery(staleness, TEACHER)["holds"] is False
+    staleness["0"]["adapter"] = _arm(0.79)  # loses 0.02 of the 0.04: half won back
+    assert abs(adapter_recovery(staleness, TEACHER)["by_head"]["aux_head"]["share"] - 0.5) < 1e-9
+
+
 def test_a_recovery_within_the_seeds_noise_is_no_win_however_large_its_mean() -> None:
     staleness = _staleness(0.80, 0.84, 0.81)
     staleness["2"]["adapter"] = _arm(0.81, (-0.04, 0.0, 0.04))  # wins back 3/4 on average, noisily
