@@ -134,7 +134,8 @@ def adapter_recovery(
         return not_judged
     both = staleness["0"].keys() & staleness[k].keys()
     heads = [(plain, adapted) for plain, adapted in ADAPTED_HEADS if {plain, adapted} <= both]
-    if not any(plain in TARGET_HEADS for plain, _ in heads):
+    judged = [(plain, adapted) for plain, adapted in heads if plain in TARGET_HEADS]
+    if not judged:
         return not_judged
     by_head = {
         plain: staleness_recovery(staleness, plain, adapted, k) | {"judged": plain in TARGET_HEADS}
@@ -143,7 +144,8 @@ def adapter_recovery(
     losing = [r for r in by_head.values() if r["judged"] and all_finite(r["share"])]
     teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
     teacher_auc_lost = teacher["0"]["auc"] - teacher[k]["auc"]
-    targets = _target_recovery(staleness["0"][heads[0][1]], staleness[k][heads[0][1]])
+    target_vm = judged[0][1]  # the targets of a VM the claim judges
+    targets = _target_recovery(staleness["0"][target_vm], staleness[k][target_vm])
     verdict = {
         "stale_days": stale,
         "teacher_ne_lost": teacher_lost,
