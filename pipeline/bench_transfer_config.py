@@ -15,7 +15,9 @@ from students.config import VM_BATCH_SIZE
 # The ladder (students.config.METHODS, each rung adding to the one before), then beside it
 # `kd_adapter`, the adapter under single-head KD, where a stale teacher supervises the served head
 # itself, and `representation_no_adapter`, the representation rung without its adapter, where a stale
-# teacher's embedding is a served input.
+# teacher's embedding is a served input. Last, `kd_scaled` and `aux_head_scaled`: the two heads on
+# targets biased up by ExFM's label scaling, where the auxiliary head's calibration claim can be seen
+# with a teacher as calibrated as gem-fm.
 METHOD_NAMES: tuple[str, ...] = (
     "alone",
     "kd",
@@ -26,6 +28,8 @@ METHOD_NAMES: tuple[str, ...] = (
     "full",
     "kd_adapter",
     "representation_no_adapter",
+    "kd_scaled",
+    "aux_head_scaled",
 )
 DATASETS: tuple[str, ...] = ("synthetic", "synthetic_drift", "movielens")
 

@@ -26,7 +26,8 @@ from pipeline.report_plots import draw_series_by_day
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# One colour (tab10's) per family: a VM and its adapter twin share one, and the dash tells them apart.
+# One colour (tab10's) per family: a VM and its adapter twin share one, and the dash tells them apart;
+# the two heads on scaled targets have their own.
 METHOD_COLORS: dict[str, str] = {
     "alone": "#7f7f7f",
     "kd": "#ff7f0e",
@@ -37,6 +38,8 @@ METHOD_COLORS: dict[str, str] = {
     "representation": "#9467bd",
     "sharing": "#8c564b",
     "full": "#d62728",
+    "kd_scaled": "#e377c2",
+    "aux_head_scaled": "#17becf",
 }
 WITHOUT_ADAPTER: frozenset[str] = frozenset(plain for plain, _ in ADAPTED_HEADS)
 VERDICT_COLORS: dict[str, str] = {

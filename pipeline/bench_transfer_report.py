@@ -4,7 +4,8 @@
 (`verdicts_table`; the verdicts come from `bench_transfer_claims`), then per dataset the methods, NE
 by staleness, what a stale teacher costs each VM and what the adapter wins back at every staleness
 (`_recovery_table`), the served head's calibration under KD and under the auxiliary head, pooled and
-VM by VM (`_calibration_table`), and each claim's numbers. A difference is called a win only when larger than
+VM by VM, on the teacher's own targets and on scaled ones (`_calibration_table`), and each claim's
+numbers. A difference is called a win only when larger than
 twice the spread of its seed-by-seed differences (`method_verdict`, `paired_difference`); the plots
 (`bench_transfer_plots`) colour their bars by the same verdict.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from pipeline.bench_transfer_claims import (
     ADAPTED_HEADS,
+    CALIBRATION_PAIRS,
     CALIBRATION_TOLERANCE,
     all_finite,
     calibration_slices,
@@ -24,6 +26,7 @@ from pipeline.bench_transfer_claims import (
     staleness_recovery,
 )
 from pipeline.hierarchy import vm_name
+from students.config import SCALED_TARGETS
 
 
 def method_verdict(method: dict[str, Any], alone: dict[str, Any]) -> str:
@@ -85,7 +88,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| gem-fm itself: AUC, its ranking (higher is better) | {cells} |")
         lines += _recovery_table(data["staleness"], ks)
         lines += _targets_table(data["staleness"], ks)
-        lines += _calibration_table(data["claims"].get("aux_head_keeps_calibration", {}))
+        for claim in CALIBRATION_PAIRS:
+            lines += _calibration_table(data["claims"].get(claim, {}))
         lines += ["", "Claims:", ""]
         lines += [_claim_line(claim, verdict) for claim, verdict in data["claims"].items()]
         lines.append("")
@@ -103,6 +107,10 @@ CLAIM_QUESTIONS: dict[str, str] = {
     ),
     "aux_head_keeps_calibration": (
         "ExFM: the auxiliary head keeps the served head calibrated within 2% where single-head KD does not"
+    ),
+    "aux_head_keeps_calibration_scaled": (
+        f"The same, both heads on targets scaled by {SCALED_TARGETS} (ExFM's label scaling: a teacher "
+        "biased up by construction)"
     ),
 }
 
@@ -160,6 +168,12 @@ def recovery_phrase(head: str, r: dict[str, Any]) -> str:
 BESIDE_THE_CLAIM = "beside the claim, through the stale embedding it serves (not the adapter's to win back), "
 
 
+def _pair(verdict: dict[str, Any]) -> tuple[str, str]:
+    """The methods a calibration verdict compares, (single-head KD's, the auxiliary head's)."""
+    kd, aux = verdict.get("pair", CALIBRATION_PAIRS["aux_head_keeps_calibration"])
+    return kd, aux
+
+
 def _kept(verdict: dict[str, Any]) -> str:
     slices = calibration_slices(verdict)
     measurable = [(k, name, r) for k, name, r in slices if r["measurable"]]
@@ -176,7 +190,8 @@ def _kept(verdict: dict[str, Any]) -> str:
     within = sum(r["aux_within"] for _, _, r in off)
     return (
         f"KD is beyond {verdict['tolerance']:.0%} by more than twice its noise on {len(off)} of "
-        f"{len(measurable)} slices (farthest: {farthest}, aux_head {r['aux_head']:.3f}); the aux head is "
+        f"{len(measurable)} slices (farthest: {farthest}, {_pair(verdict)[1]} {r['aux_head']:.3f}); the aux "
+        "head is "
         f"within {verdict['tolerance']:.0%} on {within} of them"
     )
 
@@ -186,6 +201,7 @@ _DECIDED_BY: dict[str, Callable[[dict[str, Any]], str]] = {
     "full_at_least_2x_kd": _factor,
     "adapter_recovers_half_of_staleness": _recovered,
     "aux_head_keeps_calibration": _kept,
+    "aux_head_keeps_calibration_scaled": _kept,
 }
 
 
@@ -195,12 +211,14 @@ def _claim_line(claim: str, verdict: dict[str, Any]) -> str:
     # None (NaN once read back by a join: JSON null) is a claim not measured
     holds = {True: "holds", False: "**does not hold**"}.get(verdict["holds"], "not measured")
     parts = [
-        f"{k}={fmt(v)}" for k, v in verdict.items() if k not in ("holds", "by_staleness", "by_head", "note")
+        f"{k}={fmt(v)}"
+        for k, v in verdict.items()
+        if k not in ("holds", "pair", "by_staleness", "by_head", "note")
     ]
     details = [", ".join(parts)]
     details += [recovery_phrase(head, r) for head, r in verdict.get("by_head", {}).items()]
     for k, row in verdict.get("by_staleness", {}).items():
-        details.append(f"staleness {k}: {_calibration_pair(row)}")
+        details.append(f"staleness {k}: {_calibration_pair(row, _pair(verdict))}")
     if verdict.get("note"):
         details.append(f"note: {verdict['note']}")
     return f"- `{claim}`: {holds} ({'; '.join(details)})"
@@ -223,16 +241,17 @@ def _calibration_cell(m: dict[str, Any]) -> str:
     return f"{m['calibration']:.3f}" + (f" / {truth:.3f}" if all_finite(truth) else "")
 
 
-def _calibration_pair(row: dict[str, Any]) -> str:
-    """kd's and aux_head's calibration at one staleness, with what they were measured against and
-    their noise."""
+def _calibration_pair(row: dict[str, Any], pair: tuple[str, str]) -> str:
+    """The `pair`'s calibration (single-head KD's, the aux head's) at one staleness, with what they were
+    measured against and their noise."""
+    kd, aux = pair
     if row.get("against") == "expected clicks":
         return (
-            f"kd {row['kd']:.3f} ± {row['kd_noise']:.3f}, aux_head {row['aux_head']:.3f} "
+            f"{kd} {row['kd']:.3f} ± {row['kd_noise']:.3f}, {aux} {row['aux_head']:.3f} "
             f"± {row['aux_head_std']:.3f} (predicted over expected clicks; ± the seeds' spread)"
         )
     return (
-        f"kd {row['kd']:.3f}, aux_head {row['aux_head']:.3f} (± {row['label_noise']:.3f} from the labels; "
+        f"{kd} {row['kd']:.3f}, {aux} {row['aux_head']:.3f} (± {row['label_noise']:.3f} from the labels; "
         f"KD's noise with its seeds' spread {row['kd_noise']:.3f})"
     )
 
@@ -275,17 +294,18 @@ def _ne(difference: float) -> str:
 
 
 def _calibration_table(verdict: dict[str, Any]) -> list[str]:
-    """The served head's calibration under single-head KD and under the auxiliary head, on every VM
-    pooled and on each VM, by staleness: the slices the calibration claim judges. Empty when not
-    judged."""
+    """The served head's calibration under single-head KD and under the auxiliary head (the verdict's
+    pair), on every VM pooled and on each VM, by staleness: the slices a calibration claim judges.
+    Empty when not judged."""
     rows = verdict.get("by_staleness", {})
     if not rows:
         return []
-    ks = list(rows)
+    ks, pair = list(rows), _pair(verdict)
     against = next(iter(rows.values()))["against"]
     lines = [
         "",
-        "The served head's calibration, single-head KD against the auxiliary head (and, where measured, "
+        f"The served head's calibration, single-head KD ({pair[0]}) against the auxiliary head ({pair[1]}) "
+        "(and, where measured, "
         "the VM alone, with no teacher, and gem-fm itself, whose bias KD takes in and the aux head is to "
         f"keep out), by teacher staleness (predicted over {against}; in brackets KD's "
         "noise; **kd off**: beyond "
@@ -299,17 +319,18 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
     for k, name, r in calibration_slices(verdict):
         by_slice.setdefault(name, {})[k] = r
     for name, by_k in by_slice.items():
-        cells = [_kd_and_aux_head(by_k[k]) if k in by_k else "" for k in ks]
+        cells = [_kd_and_aux_head(by_k[k], pair) if k in by_k else "" for k in ks]
         lines.append(f"| {_slice(name)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _kd_and_aux_head(r: dict[str, Any]) -> str:
+def _kd_and_aux_head(r: dict[str, Any], pair: tuple[str, str]) -> str:
     """One slice at one staleness, as `_calibration_table` gives it."""
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
     alone = f", alone {r['alone']:.3f}" if "alone" in r else ""
     teacher = f", gem-fm {r['teacher']:.3f}" if "teacher" in r else ""
-    return f"kd {r['kd']:.3f} ({r['kd_noise']:.3f}), aux_head {r['aux_head']:.3f}{alone}{teacher}{mark}"
+    kd, aux = pair
+    return f"{kd} {r['kd']:.3f} ({r['kd_noise']:.3f}), {aux} {r['aux_head']:.3f}{alone}{teacher}{mark}"
 
 
 def _slice(name: str) -> str:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from students.config import METHODS, StudentConfig, TransferConfig, student_backbone
+from students.config import METHODS, SCALED_TARGETS, StudentConfig, TransferConfig, student_backbone
 from teacher.config import SIZES, config_for
 from teacher.model import GemFM, forward_flops_per_example
 
@@ -57,7 +57,8 @@ def test_properties() -> None:
 
 def test_methods_ladder_is_cumulative() -> None:
     ladder = ["alone", "kd", "aux_head", "adapter", "representation", "sharing", "full"]
-    assert list(METHODS) == [*ladder, "kd_adapter", "representation_no_adapter"]
+    beside = ["kd_adapter", "representation_no_adapter", "kd_scaled", "aux_head_scaled"]
+    assert list(METHODS) == [*ladder, *beside]
     m = METHODS
     assert m["alone"] == TransferConfig()
     assert m["kd"].kd_weight == 1.0 and not m["kd"].aux_head
@@ -68,7 +69,10 @@ def test_methods_ladder_is_cumulative() -> None:
     assert m["full"] == m["sharing"]
     assert m["kd_adapter"] == dataclasses.replace(m["kd"], adapter="logit"), "beside the ladder"
     assert m["representation_no_adapter"] == dataclasses.replace(m["representation"], adapter="none")
-    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 8
+    assert m["kd_scaled"] == dataclasses.replace(m["kd"], label_scale=SCALED_TARGETS)
+    assert m["aux_head_scaled"] == dataclasses.replace(m["aux_head"], label_scale=SCALED_TARGETS)
+    assert SCALED_TARGETS > 1.0, "the scaled targets over-predict: a teacher biased up"
+    assert [c.uses_teacher for c in m.values()] == [False] + [True] * 10
 
 
 def test_student_config_round_trip_and_hash() -> None:
