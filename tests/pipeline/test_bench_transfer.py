@@ -63,6 +63,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     assert (
         synthetic["claims"]["aux_head_keeps_calibration"]["by_staleness"]["0"]["against"] == "expected clicks"
     )
+    scaled = synthetic["claims"]["aux_head_keeps_calibration_scaled"]
+    assert scaled["pair"] == ["kd_scaled", "aux_head_scaled"] and scaled["by_staleness"], "judged"
     assert "true_calibration" not in report["datasets"]["movielens"]["methods"]["kd"], "no truth known"
     assert synthetic["market_by_day"] == dict.fromkeys(setup["days_list"], 0.0), "the default market stands"
     assert "market_by_day" not in report["datasets"]["movielens"]

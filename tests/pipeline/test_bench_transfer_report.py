@@ -11,6 +11,7 @@ from infra.schema import SURFACES
 from pipeline.bench_transfer_claims import (
     adapter_recovery,
     aux_head_calibration,
+    claims,
     full_versus_kd,
     paired_difference,
 )
@@ -297,6 +298,31 @@ def test_the_calibration_table_shows_the_teachers_own_bias_beside_the_pooled_vms
     row = _calibration_table(verdict)[5]
     assert row.startswith("| all VMs | kd 1.010 (0.004), aux_head 1.000, gem-fm 1.050 |"), row
     assert "gem-fm" not in _calibration_table(aux_head_calibration(staleness))[5], "no teacher given"
+
+
+def test_the_scaled_pair_is_judged_on_its_own_methods_and_named_in_its_table() -> None:
+    """On scaled targets, single-head KD's served head takes the teacher's bias in and the aux head's
+    does not; the teacher's own pair is judged apart, and a claim whose pair was not run is not judged."""
+    staleness = {
+        "0": {
+            "kd": _observed(1.01),
+            "aux_head": _observed(1.0),
+            "kd_scaled": _observed(1.12),
+            "aux_head_scaled": _observed(1.01),
+        }
+    }
+    judged = claims({"methods": {}, "staleness": staleness, "teacher_by_staleness": {}})
+    scaled = judged["aux_head_keeps_calibration_scaled"]
+    assert scaled["holds"] is True and scaled["pair"] == ["kd_scaled", "aux_head_scaled"]
+    assert scaled["by_staleness"]["0"]["kd"] == 1.12, "the pair's KD role is kd_scaled"
+    assert judged["aux_head_keeps_calibration"]["holds"] is False, "on the teacher's own targets KD is within"
+    table = _calibration_table(scaled)
+    assert "single-head KD (kd_scaled) against the auxiliary head (aux_head_scaled)" in table[1]
+    assert table[-1] == "| all VMs | kd_scaled 1.120 (0.005), aux_head_scaled 1.010 **kd off** |"
+    assert "aux_head_scaled 1.010" in _kept(scaled)
+    del staleness["0"]["kd_scaled"]
+    unmeasured = claims({"methods": {}, "staleness": staleness, "teacher_by_staleness": {}})
+    assert unmeasured["aux_head_keeps_calibration_scaled"]["holds"] is None
 
 
 def test_kds_calibration_noise_over_observed_clicks_adds_its_seeds_spread_to_the_labels() -> None:
