@@ -51,6 +51,16 @@ def overwrite_partition(uri: str, data: pa.Table, ds: str) -> int:
     return DeltaTable(uri).version()
 
 
+def delete_partition(uri: str, ds: str, partition: Mapping[str, str] | None = None) -> int:
+    """Remove partition `ds` of the Delta table at `uri` (narrowed by further partition columns, e.g.
+    `{"teacher": "gem-fm"}`) in one commit; returns the committed table version."""
+    clauses = [f"ds = '{ds}'", *(f"{column} = '{value}'" for column, value in (partition or {}).items())]
+    commit_with_retries(
+        uri, f"delete {' and '.join(clauses)}", lambda _: DeltaTable(uri).delete(" AND ".join(clauses))
+    )
+    return DeltaTable(uri).version()
+
+
 # A lost race is retried a few times, after a short random pause (writers collide again otherwise).
 COMMIT_ATTEMPTS = 5
 

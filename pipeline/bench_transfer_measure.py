@@ -95,15 +95,23 @@ def train_fm_days(settings: Settings, days: list[str], size: str, seed: int, bat
 
 
 def write_fm_knowledge(settings: Settings, days: list[str], delay: int, spark: Any) -> None:
-    """`gem-fm`'s knowledge of each day that has a version trained through `ds-1-delay`."""
+    """`gem-fm`'s knowledge of each day that has a version trained through `ds-1-delay`; a day with no
+    such version has none, as with a teacher `delay` days late in the product. Knowledge of another
+    delay written before is removed there: a VM learns that day's caught-up rows (conversions that
+    arrived late) beside its own, and they must not carry a fresher teacher's outputs."""
     from infra import registry
+    from infra.delta import delete_partition, partitions
     from pipeline.knowledge import KnowledgeConfig, generate_teacher_knowledge
+    from pipeline.student_data import OUTPUTS_TABLE
 
+    outputs = settings.table_uri(OUTPUTS_TABLE)
     for ds in days:
         teacher = registry.find_version(settings, FM_NAME, "trained_through", shift_day(ds, -1 - delay))
         if teacher is not None:
             config = KnowledgeConfig(delay_days=delay)
             generate_teacher_knowledge(settings, FM_NAME, ds, config, version=teacher.version, spark=spark)
+        elif ds in partitions(outputs):
+            delete_partition(outputs, ds, {"teacher": FM_NAME})
 
 
 def _variant(spec: StudentSpec, tag: str) -> StudentSpec:

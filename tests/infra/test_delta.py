@@ -194,6 +194,24 @@ def test_a_two_level_partition_is_replaced_alone(spark, tmp_path: Path) -> None:
         delta.commit_spark_partition(keyed_frame(spark, "2026-01-01", 1), uri, "2026-01-01", KEYED)
 
 
+def test_delete_partition_removes_one_two_level_partition_and_keeps_the_rest(spark, tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    for ds in ("2026-01-01", "2026-01-02"):
+        for key in ("a", "b"):
+            delta.commit_spark_partition(keyed_frame(spark, ds, 2), uri, ds, KEYED, partition={"key": key})
+
+    before = DeltaTable(uri).version()
+    version = delta.delete_partition(uri, "2026-01-01", {"key": "a"})
+
+    assert version == before + 1 == DeltaTable(uri).version(), "one commit"
+    kept = delta.read_partition(uri, "2026-01-01").to_pylist()
+    assert {r["key"] for r in kept} == {"b"} and len(kept) == 2
+    assert len(delta.read_partition(uri, "2026-01-02")) == 4, "the other day stands"
+    assert len(delta.read_partition(uri, "2026-01-01", partition={"key": "a"})) == 0
+    delta.delete_partition(uri, "2026-01-03", {"key": "a"})  # nothing to remove
+    assert delta.partition_row_counts(uri) == {"2026-01-01": 2, "2026-01-02": 4}
+
+
 def test_a_refusing_pre_commit_check_leaves_the_table_and_no_files(spark, tmp_path: Path) -> None:
     uri = str(tmp_path / "t")
     delta.commit_spark_partition(

@@ -8,14 +8,19 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
+from infra.delta import read_partition
 from infra.settings import Settings
 from infra.sources.synthetic import WorldConfig
 from pipeline.bench_transfer import bench_settings, drifting_world, run_transfer_benchmark
 from pipeline.bench_transfer_config import FAST_DRIFT, METHOD_NAMES, QUICK, SYNTHETIC, TransferBenchConfig
 from pipeline.bench_transfer_join import join_transfer_runs
-from pipeline.bench_transfer_measure import learns_from_teacher
+from pipeline.bench_transfer_measure import learns_from_teacher, write_fm_knowledge
+from pipeline.hierarchy import FM_NAME
+from pipeline.student_data import OUTPUTS_TABLE
 
 
 def _numbers(value: object, path: str = "") -> list[tuple[str, float]]:
@@ -126,6 +131,27 @@ def test_the_config_refuses_what_it_cannot_measure() -> None:
 
 def test_only_alone_stands_apart_from_the_teacher() -> None:
     assert [m for m in METHOD_NAMES if not learns_from_teacher(m)] == ["alone"]
+
+
+def test_a_day_without_a_teacher_that_late_keeps_no_knowledge_of_another_delay(tmp_path: Path) -> None:
+    """At a delay with no gem-fm version old enough for a day, the day has no knowledge: what a
+    fresher delay wrote there before is removed, so a VM's caught-up rows of that day carry none.
+    Another teacher's outputs of the day stand."""
+    settings = Settings(lake=str(tmp_path / "lake"), mlflow_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    outputs = settings.table_uri(OUTPUTS_TABLE)
+    written = pa.table(
+        {
+            "example_id": ["e1", "e2", "e3"],
+            "ds": ["2026-01-05"] * 3,
+            "teacher": [FM_NAME, FM_NAME, "domain-fm-facebook"],
+        }
+    )
+    write_deltalake(outputs, written, partition_by=["ds", "teacher"])
+
+    write_fm_knowledge(settings, ["2026-01-05"], delay=4, spark=None)  # no gem-fm trained through 12-31
+
+    assert len(read_partition(outputs, "2026-01-05", partition={"teacher": FM_NAME})) == 0
+    assert read_partition(outputs, "2026-01-05")["example_id"].to_pylist() == ["e3"]
 
 
 def test_the_drifting_world_moves_at_the_committed_pace(tmp_path: Path) -> None:
