@@ -187,11 +187,10 @@ def _kept(verdict: dict[str, Any]) -> str:
             f"KD is nowhere beyond {verdict['tolerance']:.0%} by more than twice its noise "
             f"(farthest from 1.0: {farthest})"
         )
-    within = sum(r["aux_within"] for _, _, r in off)
+    within, aux = sum(r["aux_within"] for _, _, r in off), _pair(verdict)[1]
     return (
         f"KD is beyond {verdict['tolerance']:.0%} by more than twice its noise on {len(off)} of "
-        f"{len(measurable)} slices (farthest: {farthest}, {_pair(verdict)[1]} {r['aux_head']:.3f}); the aux "
-        "head is "
+        f"{len(measurable)} slices (farthest: {farthest}, {aux} {r['aux_head']:.3f}); the aux head is "
         f"within {verdict['tolerance']:.0%} on {within} of them"
     )
 
