@@ -259,7 +259,7 @@ CALIBRATION_PAIRS: dict[str, tuple[str, str]] = {
 def aux_head_calibration(
     staleness: dict[str, Any],
     teacher: dict[str, dict[str, float]] | None = None,
-    pair: tuple[str, str] = ("kd", "aux_head"),
+    pair: tuple[str, str] = CALIBRATION_PAIRS["aux_head_keeps_calibration"],
 ) -> dict[str, Any]:
     """ExFM's claim: the auxiliary head keeps the serving head calibrated where single-head KD does not,
     judged on the `pair` of methods (single-head KD's, the auxiliary head's).

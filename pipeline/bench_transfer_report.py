@@ -170,7 +170,7 @@ BESIDE_THE_CLAIM = "beside the claim, through the stale embedding it serves (not
 
 def _pair(verdict: dict[str, Any]) -> tuple[str, str]:
     """The methods a calibration verdict compares, (single-head KD's, the auxiliary head's)."""
-    kd, aux = verdict.get("pair", CALIBRATION_PAIRS["aux_head_keeps_calibration"])
+    kd, aux = verdict["pair"]
     return kd, aux
 
 
@@ -199,9 +199,7 @@ def _kept(verdict: dict[str, Any]) -> str:
 _DECIDED_BY: dict[str, Callable[[dict[str, Any]], str]] = {
     "full_at_least_2x_kd": _factor,
     "adapter_recovers_half_of_staleness": _recovered,
-    "aux_head_keeps_calibration": _kept,
-    "aux_head_keeps_calibration_scaled": _kept,
-}
+} | dict.fromkeys(CALIBRATION_PAIRS, _kept)
 
 
 def _claim_line(claim: str, verdict: dict[str, Any]) -> str:

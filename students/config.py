@@ -28,7 +28,7 @@ supervise the served head itself, so that is where staleness can cost a VM throu
 And `representation_no_adapter`: `representation` without its adapter. A stale teacher's
 embedding is a served input, so that is where staleness can cost a VM through its representation.
 And `kd_scaled`, `aux_head_scaled`: `kd` and `aux_head` with ExFM's label scaling at
-`alpha = SCALED_TARGETS`, targets `min(1.25 * sigma(f), 1)`: a teacher over-predicting by a quarter,
+`alpha = SCALED_TARGETS` (1.25), targets `min(alpha * sigma(f), 1)`: a teacher over-predicting by a quarter,
 by construction. Single-head KD serves a head that learns them; the auxiliary head keeps them on a
 head that is not served. The pair is where the auxiliary head's calibration can be seen at work when
 the teacher itself is calibrated (gem-fm keeps a head per surface).
