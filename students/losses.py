@@ -18,7 +18,7 @@ from teacher.train import masked_bce
 if TYPE_CHECKING:  # the model imports scale_gradient from here
     from students.model import StudentOutput
 
-__all__ = ["masked_bce", "scale_gradient", "scaled_targets", "soft_bce", "student_loss"]
+__all__ = ["masked_bce", "scale_gradient", "scaled_targets", "serving_objective", "soft_bce", "student_loss"]
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -49,6 +49,26 @@ def soft_bce(logits: torch.Tensor, targets: torch.Tensor, teacher_mask: torch.Te
     return masked_bce(logits, targets, teacher_mask[:, None].expand_as(logits))
 
 
+def serving_objective(
+    serving: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_mask: torch.Tensor,
+    config: TransferConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The terms of the loss the serving head's logits (B, T) enter: `h(s, y) + kd_weight * h(s, t)`;
+    (total, {"serving", "kd"} floats)."""
+    serving_loss = masked_bce(serving, labels, mask)
+    total = serving_loss
+    parts = {"serving": float(serving_loss.detach()), "kd": 0.0}
+    if config.kd_weight > 0:
+        kd = soft_bce(serving, targets, teacher_mask)
+        total = total + config.kd_weight * kd
+        parts["kd"] = float(kd.detach())
+    return total, parts
+
+
 def student_loss(
     output: StudentOutput,
     labels: torch.Tensor,
@@ -58,13 +78,8 @@ def student_loss(
     config: TransferConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(total, {"serving", "kd", "aux"} floats); `labels`, `mask`, `targets` (B, T), `teacher_mask` (B,)."""
-    serving = masked_bce(output.serving, labels, mask)
-    total = serving
-    parts = {"serving": float(serving.detach()), "kd": 0.0, "aux": 0.0}
-    if config.kd_weight > 0:
-        kd = soft_bce(output.serving, targets, teacher_mask)
-        total = total + config.kd_weight * kd
-        parts["kd"] = float(kd.detach())
+    total, parts = serving_objective(output.serving, labels, mask, targets, teacher_mask, config)
+    parts["aux"] = 0.0
     if config.aux_head:
         if output.distill is None:
             raise ValueError("aux_head is on but the output has no distillation head")

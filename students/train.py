@@ -8,7 +8,8 @@ teacher output, every row's adapted logit coming from a copy fit on the other ro
 (cross-fitted). Then per minibatch: (1) a "step" adapter takes one step on the
 batch's fresh labels, (2) the distillation targets `min(alpha * SG(sigma(a)), 1)`
 (or of sigma(f) without an adapter) are recomputed, (3) the student takes one step
-on `student_loss`. How well the targets, and the teacher's own, predict the fresh
+on `student_loss`. After the pass, the served head's bias is refit to the day's rows
+(`students.bias_refit`). How well the targets, and the teacher's own, predict the fresh
 labels is returned beside the losses: what the adapter exists to improve.
 """
 
@@ -27,6 +28,7 @@ from adapters.adapter import (
     fit_student_adapter_to_interval,
 )
 from infra.progress import track
+from students.bias_refit import refit_bias_shift
 from students.config import StudentConfig
 from students.knowledge_inputs import Knowledge, slice_knowledge
 from students.losses import scaled_targets, student_loss
@@ -96,14 +98,16 @@ def train_student_interval(
     adapter_optimizer: torch.optim.Optimizer | None = None,
     label: str = "distillation",
 ) -> dict[str, float]:
-    """One pass in row order; returns mean losses, the targets' log loss and throughput.
+    """One pass in row order, then the served head's bias refit on the same rows; returns mean losses,
+    the refit's shift, the targets' log loss and throughput.
 
     `labels` (N, T) float and `mask` (N, T) float 0/1, tasks in the student's order;
     `knowledge` holds N rows. Keys: train_loss, serving_loss, kd_loss, aux_loss,
-    adapter_loss, examples, train_seconds, examples_per_s; and with distillation, per
-    task, `target_log_loss_<task>` (the targets the student learned from) and
-    `teacher_log_loss_<task>` (sigma(f), label-scaled, without the adapter): mean log
-    loss against the fresh labels over rows with teacher output (NaN where none).
+    adapter_loss, examples, train_seconds, examples_per_s; per task `bias_shift_<task>`
+    (how far the refit moved the served logits, averaged over the rows); and with
+    distillation, per task, `target_log_loss_<task>` (the targets the student learned
+    from) and `teacher_log_loss_<task>` (sigma(f), label-scaled, without the adapter):
+    mean log loss against the fresh labels over rows with teacher output (NaN where none).
     """
     config = student.config
     transfer = config.transfer
@@ -118,6 +122,7 @@ def train_student_interval(
     tasks = len(config.backbone.tasks)
     target_loss, teacher_loss, known_rows = torch.zeros(tasks), torch.zeros(tasks), torch.zeros(tasks)
     adapted = None  # the interval fit's adapted logits of every row, cross-fitted
+    trained_on = labels.clone()  # each row's distillation targets as the pass used them
     if adapter is not None and transfer.adapter_fit == "interval":
         fit_on = (
             student_teacher_logits(config, knowledge),
@@ -148,6 +153,7 @@ def train_student_interval(
                 targets = scaled_targets(torch.sigmoid(adapted[rows]), transfer.label_scale)
             else:
                 targets = own if adapter is None else teacher_probabilities(config, known, adapter)
+            trained_on[rows] = targets
             m_teacher = m * has_teacher[:, None]
             target_loss += _target_log_loss(targets, y, m_teacher)
             teacher_loss += _target_log_loss(own, y, m_teacher)
@@ -161,8 +167,11 @@ def train_student_interval(
         for part, value in parts.items():
             sums[f"{part}_loss"] += value
         steps += 1
+    shift = _refit_serving_bias(student, features, knowledge, labels, mask, trained_on)
     seconds = time.perf_counter() - start
     stats = {k: v / max(steps, 1) for k, v in sums.items()}
+    for i, task in enumerate(config.backbone.tasks):
+        stats[f"bias_shift_{task}"] = float(shift[:, i].mean()) if n else 0.0
     if adapted is not None:
         stats["adapter_loss"] = interval_adapter_loss
     if transfer.distillation:
@@ -175,6 +184,32 @@ def train_student_interval(
         "train_seconds": seconds,
         "examples_per_s": n / seconds if seconds else 0.0,
     }
+
+
+def _refit_serving_bias(
+    student: Student,
+    features: FeatureBatch,
+    knowledge: Knowledge,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Move the served head's bias to the day's optimum (`refit_bias_shift`); each row's shift (N, T)."""
+    config = student.config
+    surface = features["surface"]
+    shift = refit_bias_shift(
+        predict_student(student, features, knowledge),
+        surface,
+        labels,
+        mask,
+        targets,
+        knowledge["teacher_mask"],
+        config.transfer,
+        config.backbone.n_surfaces,
+    )
+    with torch.no_grad():
+        student.backbone.heads.bias.add_(shift)
+    return shift[surface]
 
 
 @torch.no_grad()

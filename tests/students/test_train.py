@@ -205,3 +205,14 @@ def test_predict_student_shapes_and_batching() -> None:
     snapshot = copy.deepcopy(student.state_dict())
     predict_student(student, batch, knowledge)
     assert all(torch.equal(v, snapshot[k]) for k, v in student.state_dict().items())
+
+
+@pytest.mark.parametrize("method", ["alone", "aux_head"])
+def test_the_served_head_ends_the_day_at_the_days_own_clicks(method: str) -> None:
+    student, _, metrics = _run(METHODS[method])
+    batch, knowledge, labels, mask = _data()
+    p = torch.sigmoid(predict_student(student, batch, knowledge))
+    for surface in batch["surface"].unique():
+        rows = batch["surface"] == surface
+        assert torch.allclose((p * mask)[rows].sum(0), (labels * mask)[rows].sum(0), rtol=1e-3, atol=1e-3)
+    assert metrics["bias_shift_click"] != 0.0
