@@ -22,7 +22,9 @@ staleness costs the teacher itself (ExFM's premise), beside what it costs each V
 Calibration over several VMs pools their clicks (predicted over observed, summed). In the
 synthetic worlds every test row's true click probability is known (the one its label was drawn
 with), so there calibration is also measured against the expected clicks (`true_calibration`),
-free of the observed clicks' sampling noise.
+free of the observed clicks' sampling noise. Beside every slice, the calibration of predicting
+each evaluation day at the click rate of the day before (`label_rate`): all a served head that
+learns the rate from labels alone can know of it, the floor of a VM's own calibration.
 Bench students get their own registered names (`<name>.<method>.s<seed>.k<k>`), so a
 bench lake never mixes variants. Writes `transfer.json`, `transfer.md` and PNG plots.
 

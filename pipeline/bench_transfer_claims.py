@@ -207,12 +207,14 @@ def calibration_row(
     aux: dict[str, Any],
     alone: dict[str, Any] | None,
     teacher: dict[str, Any] | None = None,
+    labels: float | None = None,
 ) -> dict[str, Any]:
     """KD's and the auxiliary head's calibration on one slice (every VM pooled, or one VM) at one
     staleness, what it is measured against, KD's noise, and the three tests `aux_head_calibration`
     reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it. Beside
-    them, where measured, the VM alone's (how calibrated the slice's VM is with no teacher at all) and
-    gem-fm's own (the teacher's bias, which single-head KD takes in and the aux head is to keep out)."""
+    them, where measured, the VM alone's (how calibrated the slice's VM is with no teacher at all),
+    gem-fm's own (the teacher's bias, which single-head KD takes in and the aux head is to keep out)
+    and the day before's click rate's (`labels`: all a head learning from labels alone knows of it)."""
     truth = "true_calibration" in aux
     measure = "true_calibration" if truth else "calibration"
     noise = 0.0 if truth else label_noise(aux["clicks"])
@@ -234,6 +236,8 @@ def calibration_row(
         row["alone"] = alone[measure]
     if teacher is not None:
         row["teacher"] = teacher[measure]
+    if labels is not None:
+        row["labels"] = labels
     return row
 
 
@@ -260,6 +264,7 @@ def aux_head_calibration(
     staleness: dict[str, Any],
     teacher: dict[str, dict[str, float]] | None = None,
     pair: tuple[str, str] = CALIBRATION_PAIRS["aux_head_keeps_calibration"],
+    label_rate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """ExFM's claim: the auxiliary head keeps the serving head calibrated where single-head KD does not,
     judged on the `pair` of methods (single-head KD's, the auxiliary head's).
@@ -273,17 +278,23 @@ def aux_head_calibration(
     1.0" cannot be told on that slice, and it is left out. It holds where KD is beyond the tolerance by
     more than twice its noise on some slice and, on every slice where it is, the aux head is within it.
     Beside every VM pooled, gem-fm's own calibration at that staleness (`teacher`, as `teacher_metrics`
-    gives it), where given: whether there is a teacher bias to keep out at all.
+    gives it), where given: whether there is a teacher bias to keep out at all. Beside every slice, the
+    calibration of the day before's click rate (`label_rate`, as `label_rate_calibration` gives it),
+    where given: how close labels alone can bring a served head, teacher or not.
     """
+    rates = label_rate or {}
     rows = {}
     for k, methods in staleness.items():
         if set(pair) <= methods.keys():
             kd, aux, alone = methods[pair[0]], methods[pair[1]], methods.get("alone")
-            rows[k] = calibration_row(kd, aux, alone, (teacher or {}).get(k))
+            rows[k] = calibration_row(kd, aux, alone, (teacher or {}).get(k), rates.get("calibration"))
             if "vms" in kd and "vms" in aux:
                 alone_vms = alone.get("vms", {}) if alone else {}
                 rows[k]["by_vm"] = {
-                    v: calibration_row(kd["vms"][v], aux["vms"][v], alone_vms.get(v)) for v in kd["vms"]
+                    v: calibration_row(
+                        kd["vms"][v], aux["vms"][v], alone_vms.get(v), None, rates.get("vms", {}).get(v)
+                    )
+                    for v in kd["vms"]
                 }
     verdict: dict[str, Any] = {"pair": list(pair), "tolerance": CALIBRATION_TOLERANCE, "by_staleness": rows}
     if not rows:
@@ -308,11 +319,17 @@ def aux_head_calibration(
     elif not verdict["holds"]:
         aux_off = [r for r in off if not r["aux_within"]]
         alone_off = [r for r in aux_off if "alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE]
+        labels_off = [r for r in aux_off if abs(r.get("labels", 1.0) - 1.0) > CALIBRATION_TOLERANCE]
         verdict["note"] = (
             f"the aux head is itself beyond {CALIBRATION_TOLERANCE:.0%} on {len(aux_off)} of the "
             f"{len(off)} slices where KD is; on {len(alone_off)} of those the VM alone, with no teacher, "
             "is beyond it too"
         )
+        if any("labels" in r for r in aux_off):
+            verdict["note"] += (
+                f", and on {len(labels_off)} the day before's click rate (all that labels tell a served "
+                "head of it)"
+            )
     return verdict
 
 
@@ -324,6 +341,8 @@ def claims(dataset: dict[str, Any]) -> dict[str, Any]:
             dataset["staleness"], dataset["teacher_by_staleness"]
         ),
     } | {
-        claim: aux_head_calibration(dataset["staleness"], dataset["teacher_by_staleness"], pair)
+        claim: aux_head_calibration(
+            dataset["staleness"], dataset["teacher_by_staleness"], pair, dataset.get("label_rate")
+        )
         for claim, pair in CALIBRATION_PAIRS.items()
     }

@@ -3,7 +3,8 @@ every staleness, the domain FMs and every VM trained and measured as they would 
 
 `measure_dataset` returns a `Measured`: per (seed, staleness, method, surface) each VM's click
 metrics pooled over its evaluation days, beside gem-fm's and the domain FMs' logged predictions on
-the same slices and, in the synthetic worlds, each slice's expected clicks.
+the same slices, the clicks each slice gets at the click rate of the day before (`label_rate_clicks`)
+and, in the synthetic worlds, each slice's expected clicks.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Measured:
     ne_by_day: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> day -> click NE
     # surface -> its evaluation slice's expected clicks, in the synthetic worlds only
     expected_clicks: dict[str, float] = field(default_factory=dict)
+    # surface -> its evaluation slice's clicks at the click rate of the day before each day
+    label_rate_clicks: dict[str, float] = field(default_factory=dict)
 
     def with_truth(self, surface: str, metrics: dict[str, float]) -> dict[str, float]:
         """`metrics` on `surface`'s evaluation slice, with the slice's expected clicks where known."""
@@ -249,6 +252,24 @@ def expected_clicks(
     return totals
 
 
+def label_rate_clicks(settings: Settings, surfaces: tuple[str, ...], days: list[str]) -> dict[str, float]:
+    """The clicks each surface's evaluation slice over `days` gets when each day is predicted at the
+    click rate of the day before on that surface: all a served head that learns the rate from labels
+    alone can know of it (`students.bias_refit` puts a VM alone there), so the floor of its calibration."""
+    from pipeline.fm_data import labelled_day
+    from pipeline.student_data import in_scope
+
+    examples = settings.table_uri("examples")
+    totals = dict.fromkeys(surfaces, 0.0)
+    for day in days:
+        today, before = labelled_day(examples, day), labelled_day(examples, shift_day(day, -1))
+        for surface in surfaces:
+            known = in_scope(before, (surface,))["label_click"].to_numpy()
+            if len(known):
+                totals[surface] += float(known.mean()) * in_scope(today, (surface,)).num_rows
+    return totals
+
+
 def fm_ne_by_day(settings: Settings, days: list[str]) -> dict[str, float]:
     """Progressive click NE of gem-fm: the checkpoint trained through each day, on the next day."""
     from infra.checkpoints import checkpoint_uri
@@ -306,6 +327,8 @@ def measure_dataset(
         write_fm_knowledge(settings, days, delay, spark)
         if delay == 0 and world is not None:  # the slices' rows are read with the knowledge
             measured.expected_clicks = expected_clicks(settings, world, cfg.surfaces, evaluation)
+        if delay == 0:
+            measured.label_rate_clicks = label_rate_clicks(settings, cfg.surfaces, evaluation)
         for surface in cfg.surfaces:
             measured.teachers[delay, surface] = measured.with_truth(
                 surface, teacher_metrics(settings, surface, evaluation)

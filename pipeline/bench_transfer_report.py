@@ -303,9 +303,10 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
         "",
         f"The served head's calibration, single-head KD ({pair[0]}) against the auxiliary head ({pair[1]}) "
         "(and, where measured, "
-        "the VM alone, with no teacher, and gem-fm itself, whose bias KD takes in and the aux head is to "
-        f"keep out), by teacher staleness (predicted over {against}; in brackets KD's "
-        "noise; **kd off**: beyond "
+        "the VM alone, with no teacher, gem-fm itself, whose bias KD takes in and the aux head is to "
+        "keep out, and labels: each day predicted at the click rate of the day before, all a head "
+        "learning from labels alone knows of it), by teacher staleness "
+        f"(predicted over {against}; in brackets KD's noise; **kd off**: beyond "
         f"{CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice its noise; a slice whose clicks cannot tell "
         f"{CALIBRATION_TOLERANCE:.0%} is marked so):",
         "",
@@ -326,8 +327,11 @@ def _kd_and_aux_head(r: dict[str, Any], pair: tuple[str, str]) -> str:
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
     alone = f", alone {r['alone']:.3f}" if "alone" in r else ""
     teacher = f", gem-fm {r['teacher']:.3f}" if "teacher" in r else ""
+    labels = f", labels {r['labels']:.3f}" if "labels" in r else ""
     kd, aux = pair
-    return f"{kd} {r['kd']:.3f} ({r['kd_noise']:.3f}), {aux} {r['aux_head']:.3f}{alone}{teacher}{mark}"
+    return (
+        f"{kd} {r['kd']:.3f} ({r['kd_noise']:.3f}), {aux} {r['aux_head']:.3f}{alone}{teacher}{labels}{mark}"
+    )
 
 
 def _slice(name: str) -> str:

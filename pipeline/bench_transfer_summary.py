@@ -93,7 +93,8 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     the same for each VM on its own (`vms`: each is a served model, calibrated or not by itself); and
     the hierarchy's first hop (`domain_teacher`: the fresh domain FMs' logged knowledge on each VM's
     slice, and the share of gem-fm's advantage over the VM alone it kept) when domain FMs were trained;
-    gem-fm's own logged metrics, fresh (`teacher`) and per staleness (`teacher_by_staleness`)."""
+    gem-fm's own logged metrics, fresh (`teacher`) and per staleness (`teacher_by_staleness`); and the
+    calibration of each slice's day-before click rate (`label_rate`, where measured)."""
 
     def student(method: str, delay: int = 0) -> Callable[[int, str], dict[str, float]]:
         return lambda seed, surface: measured.students[seed, delay, method, surface]
@@ -121,4 +122,23 @@ def summarise(measured: Measured, cfg: TransferBenchConfig) -> dict[str, Any]:
     }
     if measured.domain_teacher:
         summary["domain_teacher"] = _over_seeds(measured, cfg, lambda s, v: measured.domain_teacher[s, v])
+    if measured.label_rate_clicks:
+        summary["label_rate"] = label_rate_calibration(measured, cfg.surfaces)
     return summary
+
+
+def label_rate_calibration(measured: Measured, surfaces: tuple[str, ...]) -> dict[str, Any]:
+    """The calibration of predicting each evaluation day at the click rate of the day before
+    (`label_rate_clicks`), every VM's slice pooled and each on its own, over the same clicks the
+    VMs' calibration is measured against: expected ones where the world is synthetic, else observed."""
+    truth = bool(measured.expected_clicks)
+
+    def against(surface: str) -> float:
+        return measured.expected_clicks[surface] if truth else measured.teachers[0, surface]["clicks"]
+
+    def ratio(clicks: float, over: float) -> float:
+        return clicks / over if over else math.nan
+
+    vms = {v: ratio(measured.label_rate_clicks[v], against(v)) for v in surfaces}
+    pooled = ratio(sum(measured.label_rate_clicks[v] for v in surfaces), sum(against(v) for v in surfaces))
+    return {"measure": "true_calibration" if truth else "calibration", "calibration": pooled, "vms": vms}

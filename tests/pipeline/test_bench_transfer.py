@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -12,13 +14,13 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from infra.delta import read_partition
+from infra.delta import overwrite_partition, read_partition
 from infra.settings import Settings
-from infra.sources.synthetic import WorldConfig
+from infra.sources.synthetic import SyntheticWorld, WorldConfig
 from pipeline.bench_transfer import bench_settings, drifting_world, run_transfer_benchmark
 from pipeline.bench_transfer_config import FAST_DRIFT, METHOD_NAMES, QUICK, SYNTHETIC, TransferBenchConfig
 from pipeline.bench_transfer_join import join_transfer_runs
-from pipeline.bench_transfer_measure import learns_from_teacher, write_fm_knowledge
+from pipeline.bench_transfer_measure import label_rate_clicks, learns_from_teacher, write_fm_knowledge
 from pipeline.hierarchy import FM_NAME
 from pipeline.student_data import OUTPUTS_TABLE
 
@@ -65,6 +67,11 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     expected, clicks = synthetic["teacher"]["expected_clicks"], synthetic["teacher"]["clicks"]
     assert abs(clicks - expected) < 4 * math.sqrt(expected)
     assert synthetic["methods"]["kd"]["true_calibration"] > 0
+    for dataset in report["datasets"].values():  # the day before's click rate, against the same clicks
+        rates = dataset["label_rate"]
+        assert set(rates["vms"]) == set(QUICK.surfaces) and 0.5 < rates["calibration"] < 2
+    assert synthetic["label_rate"]["measure"] == "true_calibration"
+    assert "labels" in synthetic["claims"]["aux_head_keeps_calibration"]["by_staleness"]["0"]
     assert (
         synthetic["claims"]["aux_head_keeps_calibration"]["by_staleness"]["0"]["against"] == "expected clicks"
     )
@@ -185,3 +192,23 @@ def test_two_runs_of_one_setup_measure_the_same_numbers(tmp_path: Path) -> None:
     assert reports[0].keys() == reports[1].keys()
     differ = [p for p in reports[0] if reports[0][p] != reports[1][p]]  # a NaN would differ too: none belongs
     assert not differ, f"numbers that differ between two runs: {differ}"
+
+
+def test_the_label_rate_predicts_each_day_at_the_day_befores_clicks_surface_by_surface(
+    tmp_path: Path, as_examples: Callable[[pa.Table], pa.Table]
+) -> None:
+    settings = Settings(lake=str(tmp_path / "lake"))
+    world = SyntheticWorld(WorldConfig(events_per_day=800, n_users=50, seed=3))
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    for ds in days:
+        overwrite_partition(settings.table_uri("examples"), as_examples(world.day_table(ds)), ds)
+    surfaces = ("facebook_feed", "messaging_inbox")
+
+    got = label_rate_clicks(settings, surfaces, days[1:])
+
+    frames = {ds: world.day_table(ds).to_pandas() for ds in days}
+    for surface in surfaces:
+        rows = {ds: frame[frame["surface"] == surface] for ds, frame in frames.items()}
+        want = sum(rows[before]["click"].mean() * len(rows[ds]) for before, ds in itertools.pairwise(days))
+        assert got[surface] == pytest.approx(want, rel=1e-6)  # float32 labels
+    assert got["facebook_feed"] != got["messaging_inbox"]

@@ -15,7 +15,7 @@ from pipeline.bench_transfer_claims import (
     full_versus_kd,
     paired_difference,
 )
-from pipeline.bench_transfer_measure import pooled_metrics
+from pipeline.bench_transfer_measure import Measured, pooled_metrics
 from pipeline.bench_transfer_report import (
     BESIDE_THE_CLAIM,
     _calibration_table,
@@ -27,7 +27,7 @@ from pipeline.bench_transfer_report import (
     method_verdict,
     verdicts_table,
 )
-from pipeline.bench_transfer_summary import _over_surfaces, transfer_ratio
+from pipeline.bench_transfer_summary import _over_surfaces, label_rate_calibration, transfer_ratio
 
 
 def test_transfer_ratio() -> None:
@@ -482,3 +482,33 @@ def test_the_recovery_table_gives_each_vm_its_loss_and_the_adapters_gain_at_ever
         "| kd / kd_adapter | lost 0.0000 (0.0000), won back 0.0100"
         in _recovery_table(staleness, ["0", "2"])[6]
     )
+
+
+def test_the_label_rate_is_measured_against_the_clicks_the_vms_are() -> None:
+    measured = Measured(label_rate_clicks={"feed": 110.0, "reels": 45.0})
+    measured.teachers = {(0, "feed"): {"clicks": 100.0}, (0, "reels"): {"clicks": 50.0}}
+    observed = label_rate_calibration(measured, ("feed", "reels"))
+    assert observed["measure"] == "calibration" and observed["calibration"] == 155 / 150
+    assert observed["vms"] == {"feed": 1.1, "reels": 0.9}
+    measured.expected_clicks = {"feed": 88.0, "reels": 45.0}
+    truth = label_rate_calibration(measured, ("feed", "reels"))
+    assert truth["measure"] == "true_calibration" and truth["vms"] == {"feed": 1.25, "reels": 1.0}
+
+
+def test_the_label_rate_stands_beside_every_slice_and_counts_in_a_failed_claims_note() -> None:
+    """Where the aux head misses, the day before's click rate says whether labels alone could do better."""
+    staleness = _with_vms(
+        {"stories": 0.94, "feed": 1.04}, {"stories": 0.95, "feed": 1.03}, {"stories": 0.95, "feed": 1.03}
+    )
+    rates = {"measure": "true_calibration", "calibration": 1.01, "vms": {"stories": 0.96, "feed": 1.0}}
+    verdict = aux_head_calibration(staleness, label_rate=rates)
+    assert verdict["holds"] is False
+    assert verdict["by_staleness"]["0"]["labels"] == 1.01
+    assert verdict["by_staleness"]["0"]["by_vm"]["stories"]["labels"] == 0.96
+    assert verdict["note"].endswith(
+        "is beyond it too, and on 1 the day before's click rate (all that labels tell a served head of it)"
+    )
+    assert _calibration_table(verdict)[-1] == (
+        "| vm-feed | kd 1.040 (0.004), aux_head 1.030, alone 1.030, labels 1.000 **kd off** |"
+    )
+    assert "labels" not in aux_head_calibration(staleness)["note"], "not measured: not named"
