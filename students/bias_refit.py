@@ -3,7 +3,7 @@
 A student learns a day in one time-ordered pass, so its served head's bias ends where the day's last
 minibatches put it, not where the whole day does. On a VM learning a few thousand rows a day that is
 far off: on the benchmark's synthetic world, vm-facebook_feed alone predicted 1.19x the clicks of the
-very day it had just learned (its late hours click more: same-day intent). The VM serves all of the
+very day it had just learned (checkpoint of 2026-01-07, seed 0, at 223134f). The VM serves all of the
 next day, so after the pass each surface's bias is moved to the minimum of the served head's own
 loss over the day's rows (`serving_objective`: the labels, and single-head KD's term against the
 targets the rows were trained on), every other weight held. Its first-order condition is the
