@@ -260,9 +260,10 @@ def label_rate_clicks(settings: Settings, surfaces: tuple[str, ...], days: list[
     from pipeline.student_data import in_scope
 
     examples = settings.table_uri("examples")
+    read = {ds: labelled_day(examples, ds) for ds in sorted({*days, *(shift_day(d, -1) for d in days)})}
     totals = dict.fromkeys(surfaces, 0.0)
     for day in days:
-        today, before = labelled_day(examples, day), labelled_day(examples, shift_day(day, -1))
+        today, before = read[day], read[shift_day(day, -1)]
         for surface in surfaces:
             known = in_scope(before, (surface,))["label_click"].to_numpy()
             if len(known):
