@@ -34,14 +34,15 @@ def refit_bias_shift(
     rows: served `logits` (N, T), their `surface` codes (N,), `labels`, `mask`, `targets` (N, T) and
     `teacher_mask` (N,). A surface or task with no row to learn from keeps a shift of 0."""
     shift = torch.zeros(n_surfaces, logits.shape[1], dtype=torch.float64, requires_grad=True)
-    fixed = [t.double() for t in (logits, labels, mask, targets, teacher_mask)]
+    served = logits.double()
+    rows = [t.double() for t in (labels, mask, targets, teacher_mask)]
     optimizer = torch.optim.LBFGS(
         [shift], max_iter=100, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss, _ = serving_objective(fixed[0] + shift[surface], *fixed[1:], config)
+        loss, _ = serving_objective(served + shift[surface], *rows, config)
         loss.backward()
         return loss
 

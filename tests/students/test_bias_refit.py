@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from students.bias_refit import refit_bias_shift
-from students.config import METHODS
+from students.config import METHODS, TransferConfig
 
 N, SURFACES, TASKS = 600, 4, 2
 
@@ -30,7 +30,7 @@ def _day(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def _shift(day: dict[str, torch.Tensor], method: str) -> torch.Tensor:
+def _shift(day: dict[str, torch.Tensor], config: TransferConfig) -> torch.Tensor:
     return refit_bias_shift(
         day["logits"],
         day["surface"],
@@ -38,7 +38,7 @@ def _shift(day: dict[str, torch.Tensor], method: str) -> torch.Tensor:
         day["mask"],
         day["targets"],
         day["teacher_mask"],
-        METHODS[method],
+        config,
         SURFACES,
     )
 
@@ -46,7 +46,7 @@ def _shift(day: dict[str, torch.Tensor], method: str) -> torch.Tensor:
 def test_on_labels_alone_each_surface_predicts_its_own_clicks() -> None:
     day = _day()
     for method in ("alone", "aux_head"):  # the aux head's targets never reach the served head
-        shift = _shift(day, method)
+        shift = _shift(day, METHODS[method])
         p = torch.sigmoid(day["logits"] + shift[day["surface"]])
         for s in range(3):
             rows = day["surface"] == s
@@ -59,11 +59,7 @@ def test_on_labels_alone_each_surface_predicts_its_own_clicks() -> None:
 def test_kd_balances_labels_and_targets_as_training_does() -> None:
     day = _day()
     for weight in (1.0, 3.0):
-        config = dataclasses.replace(METHODS["kd"], kd_weight=weight)
-        shift = refit_bias_shift(
-            day["logits"], day["surface"], day["labels"], day["mask"], day["targets"],
-            day["teacher_mask"], config, SURFACES,
-        )  # fmt: skip
+        shift = _shift(day, dataclasses.replace(METHODS["kd"], kd_weight=weight))
         p = torch.sigmoid(day["logits"] + shift[day["surface"]])
         teacher = day["teacher_mask"][:, None].expand_as(p)
         rows = day["surface"] == 0
@@ -78,7 +74,7 @@ def test_kd_balances_labels_and_targets_as_training_does() -> None:
 
 
 def test_a_surface_or_task_with_nothing_to_learn_keeps_its_bias() -> None:
-    shift = _shift(_day(), "alone")
+    shift = _shift(_day(), METHODS["alone"])
     assert torch.equal(shift[3], torch.zeros(TASKS))  # no row
     assert shift[2, 1] == 0.0  # no known conversion
     assert (shift[:3, 0] != 0).all()
