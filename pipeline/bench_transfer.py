@@ -121,8 +121,8 @@ def run_dataset(settings: Settings, cfg: TransferBenchConfig, dataset: str) -> d
 
 def run_datasets(settings: Settings, cfg: TransferBenchConfig) -> dict[str, dict[str, Any]]:
     """Every dataset's summary, one dataset after another, each with the whole machine (its own
-    temporary lake and registry; torch and the Spark job both use every core). Side by side, one core
-    each, took longer in all (docs/architecture.md, Benchmarks)."""
+    temporary lake and registry; torch and the Spark job both use every core). To run them side by
+    side instead, run each with `--datasets` and join the runs (`pipeline.bench_transfer_join`)."""
     return {name: run_dataset(settings, cfg, name) for name in cfg.datasets}
 
 

@@ -60,8 +60,8 @@ STUDENT_KINDS: tuple[str, ...] = ("domain", "vm")
 # A VM's minibatch (domain FMs, like gem-fm, take `TrainConfig`'s 256:
 # `pipeline.train_student.DistillConfig.train_for`). A VM learns from one surface's rows, 1,800-7,100
 # a day in the transfer benchmark's synthetic world: at 256 that is 7-28 Adam steps a day, too few to
-# leave its start. 32 was picked on the VM alone's NE; docs/architecture.md (students) gives the
-# measurements, and the domain FMs' at 64.
+# leave its start. 32 was picked on the VM alone's NE; docs/transfer_benchmark.md (measurements behind
+# the students' defaults) gives the measurements, and the domain FMs' at 64.
 VM_BATCH_SIZE = 32
 
 
