@@ -57,7 +57,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"{len(setup['days_list'])} days ({_day_size(name, setup)}), gem-fm `{setup['fm_size']}` "
             f"(minibatch {setup['batch_size']}, the VMs' {setup['vm_batch_size']}), "
-            f"seeds {setup['seeds']}; VMs train on {setup['student_days'][0]}..{setup['student_days'][-1]}, "
+            f"seeds {', '.join(map(str, setup['seeds']))}; "
+            f"VMs train on {setup['student_days'][0]}..{setup['student_days'][-1]}, "
             f"each measured on {setup['evaluation_days'][0]}..{setup['evaluation_days'][-1]} by its version "
             "trained through the day before, pooled "
             f"({data['teacher']['clicks']:,.0f} clicks over the VMs' slices{_expected(data)}; calibration "

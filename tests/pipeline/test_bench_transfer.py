@@ -119,6 +119,8 @@ def test_quick_run_writes_every_key_with_finite_numbers(tmp_path: Path) -> None:
     joined_markdown = (tmp_path / "j" / "transfer.md").read_text()
     assert "the sum of 2 runs joined (movielens" in joined_markdown
     assert "| claim | synthetic | movielens |" in joined_markdown, "the verdicts of runs read back from JSON"
+    below_the_header = markdown.split("## synthetic", 1)[1]
+    assert joined_markdown.split("## synthetic", 1)[1] == below_the_header, "read back from JSON, the same"
     assert (tmp_path / "j" / "staleness_movielens.png").stat().st_size > 0
 
 
