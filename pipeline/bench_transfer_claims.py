@@ -210,11 +210,13 @@ def calibration_row(
     labels: float | None = None,
 ) -> dict[str, Any]:
     """KD's and the auxiliary head's calibration on one slice (every VM pooled, or one VM) at one
-    staleness, what it is measured against, KD's noise, and the three tests `aux_head_calibration`
-    reads: whether the slice can tell the tolerance, the aux head is within it, KD beyond it. Beside
-    them, where measured, the VM alone's (how calibrated the slice's VM is with no teacher at all),
-    gem-fm's own (the teacher's bias, which single-head KD takes in and the aux head is to keep out)
-    and the day before's click rate's (`labels`: all a head learning from labels alone knows of it)."""
+    staleness, what it is measured against, KD's noise, and the four tests `aux_head_calibration`
+    reads: whether the slice's clicks can tell the tolerance, whether a served head can reach it there,
+    the aux head is within it, KD beyond it. Beside them, where measured, the VM alone's (how calibrated
+    the slice's VM is with no teacher at all), gem-fm's own (the teacher's bias, which single-head KD
+    takes in and the aux head is to keep out) and the day before's click rate's (`labels`: all a head
+    learning the rate from labels knows of it; beyond the tolerance, no such head, taught or not, can be
+    within it there: `reachable` False)."""
     truth = "true_calibration" in aux
     measure = "true_calibration" if truth else "calibration"
     noise = 0.0 if truth else label_noise(aux["clicks"])
@@ -227,6 +229,7 @@ def calibration_row(
         "label_noise": noise,
         "kd_noise": kd_noise,
         "measurable": all_finite(noise) and NOISE_SPREADS * noise <= CALIBRATION_TOLERANCE,
+        "reachable": not all_finite(labels) or abs(labels - 1.0) <= CALIBRATION_TOLERANCE,
         "aux_within": abs(aux[measure] - 1.0) <= CALIBRATION_TOLERANCE,
         "kd_outside": abs(kd[measure] - 1.0) - CALIBRATION_TOLERANCE > NOISE_SPREADS * kd_noise,
     }
@@ -275,12 +278,15 @@ def aux_head_calibration(
     seeds' spread is KD's noise. Elsewhere it is predicted over observed clicks, a random draw whose
     sampling error (`label_noise`) adds to the seeds' spread (in quadrature: the test rows are the same
     for every seed) in KD's noise: when twice the sampling error exceeds the tolerance, "within 2% of
-    1.0" cannot be told on that slice, and it is left out. It holds where KD is beyond the tolerance by
-    more than twice its noise on some slice and, on every slice where it is, the aux head is within it.
-    Beside every VM pooled, gem-fm's own calibration at that staleness (`teacher`, as `teacher_metrics`
-    gives it), where given: whether there is a teacher bias to keep out at all. Beside every slice, the
-    calibration of the day before's click rate (`label_rate`, as `label_rate_calibration` gives it),
-    where given: how close labels alone can bring a served head, teacher or not.
+    1.0" cannot be told on that slice, and it is left out. Beside every slice, the calibration of the
+    day before's click rate (`label_rate`, as `label_rate_calibration` gives it), where given: how close
+    labels alone can bring a served head, teacher or not. Where it is itself beyond the tolerance, no
+    served head that learns the rate from labels can be within it, the VM alone included: what is
+    missed there is the world's move since the labels, not a teacher's bias kept in or out, so that
+    slice is left out too (`judged_slices`), and the note counts it. It holds where KD is beyond the
+    tolerance by more than twice its noise on some slice judged and, on every one where it is, the aux
+    head is within it. Beside every VM pooled, gem-fm's own calibration at that staleness (`teacher`,
+    as `teacher_metrics` gives it), where given: whether there is a teacher bias to keep out at all.
     """
     rates = label_rate or {}
     rows = {}
@@ -301,7 +307,8 @@ def aux_head_calibration(
         return verdict | {"holds": None}
     slices = calibration_slices(verdict)
     measurable = [r for _, _, r in slices if r["measurable"]]
-    off = [r for r in measurable if r["kd_outside"]]
+    judged = judged_slices(verdict)
+    off = [r for _, _, r in judged if r["kd_outside"]]
     verdict["holds"] = bool(off) and all(r["aux_within"] for r in off)
     if not measurable:
         noise = min(r["label_noise"] for _, _, r in slices)
@@ -309,28 +316,39 @@ def aux_head_calibration(
             f"the test clicks' sampling error ({noise:.3f}) is over half the tolerance: "
             f"calibration within {CALIBRATION_TOLERANCE:.0%} cannot be told"
         )
-    elif not off:
-        judged_vms = any(r["measurable"] for _, name, r in slices if name != "all VMs")
+    elif judged and not off:
+        judged_vms = any(name != "all VMs" for _, name, _ in judged)
         where = ", pooled or on any VM" if judged_vms else ""
         verdict["note"] = (
             f"KD's calibration is nowhere beyond {CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice "
             f"its noise{where}: no miscalibration is shown for the auxiliary head to keep away"
         )
-    elif not verdict["holds"]:
+    elif off and not verdict["holds"]:
         aux_off = [r for r in off if not r["aux_within"]]
         alone_off = [r for r in aux_off if "alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE]
-        labels_off = [r for r in aux_off if abs(r.get("labels", 1.0) - 1.0) > CALIBRATION_TOLERANCE]
         verdict["note"] = (
             f"the aux head is itself beyond {CALIBRATION_TOLERANCE:.0%} on {len(aux_off)} of the "
             f"{len(off)} slices where KD is; on {len(alone_off)} of those the VM alone, with no teacher, "
             "is beyond it too"
         )
-        if any("labels" in r for r in aux_off):
-            verdict["note"] += (
-                f", and on {len(labels_off)} the day before's click rate (all that labels tell a served "
-                "head of it)"
-            )
+    floor = [r for r in measurable if not r["reachable"]]
+    if floor:
+        aux_beyond = sum(not r["aux_within"] for r in floor)
+        alone_beyond = sum("alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE for r in floor)
+        left_out = (
+            f"slices left out where the day before's click rate is itself beyond {CALIBRATION_TOLERANCE:.0%} "
+            f"(no head learning the rate from labels can be within it): {len(floor)}; KD is beyond it on "
+            f"{sum(r['kd_outside'] for r in floor)} of them, the aux head on {aux_beyond}, the VM alone on "
+            f"{alone_beyond}"
+        )
+        verdict["note"] = f"{verdict['note']}; {left_out}" if "note" in verdict else left_out
     return verdict
+
+
+def judged_slices(verdict: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The (staleness, slice, row) of an `aux_head_calibration` verdict its claim is judged on: where
+    the clicks can tell the tolerance and a served head learning the rate from labels can reach it."""
+    return [(k, name, r) for k, name, r in calibration_slices(verdict) if r["measurable"] and r["reachable"]]
 
 
 def claims(dataset: dict[str, Any]) -> dict[str, Any]:

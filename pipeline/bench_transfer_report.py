@@ -22,6 +22,7 @@ from pipeline.bench_transfer_claims import (
     all_finite,
     calibration_slices,
     fmt,
+    judged_slices,
     paired_difference,
     staleness_recovery,
 )
@@ -176,12 +177,12 @@ def _pair(verdict: dict[str, Any]) -> tuple[str, str]:
 
 
 def _kept(verdict: dict[str, Any]) -> str:
-    slices = calibration_slices(verdict)
-    measurable = [(k, name, r) for k, name, r in slices if r["measurable"]]
-    if not measurable:
-        return f"within {verdict['tolerance']:.0%} cannot be told on these clicks"
-    off = [(k, name, r) for k, name, r in measurable if r["kd_outside"]]
-    k, name, r = max(off or measurable, key=lambda s: abs(s[2]["kd"] - 1.0))
+    judged = judged_slices(verdict)
+    if not judged:
+        tolerance = f"{verdict['tolerance']:.0%}"
+        return f"within {tolerance} cannot be told on these clicks, or reached from their labels"
+    off = [(k, name, r) for k, name, r in judged if r["kd_outside"]]
+    k, name, r = max(off or judged, key=lambda s: abs(s[2]["kd"] - 1.0))
     farthest = f"{r['kd']:.3f} ± {r['kd_noise']:.3f} on {_slice(name)} at staleness {k}"
     if not off:
         return (
@@ -191,7 +192,7 @@ def _kept(verdict: dict[str, Any]) -> str:
     within, aux = sum(r["aux_within"] for _, _, r in off), _pair(verdict)[1]
     return (
         f"KD is beyond {verdict['tolerance']:.0%} by more than twice its noise on {len(off)} of "
-        f"{len(measurable)} slices (farthest: {farthest}, {aux} {r['aux_head']:.3f}); the aux head is "
+        f"{len(judged)} slices judged (farthest: {farthest}, {aux} {r['aux_head']:.3f}); the aux head is "
         f"within {verdict['tolerance']:.0%} on {within} of them"
     )
 
@@ -309,7 +310,8 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
         "learning from labels alone knows of it), by teacher staleness "
         f"(predicted over {against}; in brackets KD's noise; **kd off**: beyond "
         f"{CALIBRATION_TOLERANCE:.0%} of 1.0 by more than twice its noise; a slice whose clicks cannot tell "
-        f"{CALIBRATION_TOLERANCE:.0%} is marked so):",
+        f"{CALIBRATION_TOLERANCE:.0%} is marked so, and one where labels are themselves beyond it, "
+        "left out of the claim, is marked (labels' floor)):",
         "",
         "| slice | " + " | ".join(ks) + " |",
         "|---|" + "---|" * len(ks),
@@ -326,6 +328,8 @@ def _calibration_table(verdict: dict[str, Any]) -> list[str]:
 def _kd_and_aux_head(r: dict[str, Any], pair: tuple[str, str]) -> str:
     """One slice at one staleness, as `_calibration_table` gives it."""
     mark = (" **kd off**" if r["kd_outside"] else "") if r["measurable"] else " (cannot tell)"
+    if r["measurable"] and not r["reachable"]:
+        mark += " (labels' floor)"
     alone = f", alone {r['alone']:.3f}" if "alone" in r else ""
     teacher = f", gem-fm {r['teacher']:.3f}" if "teacher" in r else ""
     labels = f", labels {r['labels']:.3f}" if "labels" in r else ""

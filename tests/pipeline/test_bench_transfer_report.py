@@ -458,8 +458,8 @@ def test_the_verdicts_table_puts_each_claim_against_each_dataset_with_what_decid
         "(gem-fm itself loses 0.0500)"
     )
     assert calibration[0] == (
-        "holds: KD is beyond 2% by more than twice its noise on 1 of 1 slices (farthest: 1.080 ± 0.005 on "
-        "all VMs at staleness 0, aux_head 1.010); the aux head is within 2% on 1 of them"
+        "holds: KD is beyond 2% by more than twice its noise on 1 of 1 slices judged (farthest: 1.080 "
+        "± 0.005 on all VMs at staleness 0, aux_head 1.010); the aux head is within 2% on 1 of them"
     )
     assert calibration[1] == (
         "**does not hold**: KD is nowhere beyond 2% by more than twice its noise (farthest from 1.0: "
@@ -502,13 +502,31 @@ def test_the_label_rate_stands_beside_every_slice_and_counts_in_a_failed_claims_
     )
     rates = {"measure": "true_calibration", "calibration": 1.01, "vms": {"stories": 0.96, "feed": 1.0}}
     verdict = aux_head_calibration(staleness, label_rate=rates)
-    assert verdict["holds"] is False
+    assert verdict["holds"] is False, "on vm-feed labels reach 2%, and the aux head misses it"
     assert verdict["by_staleness"]["0"]["labels"] == 1.01
     assert verdict["by_staleness"]["0"]["by_vm"]["stories"]["labels"] == 0.96
-    assert verdict["note"].endswith(
-        "is beyond it too, and on 1 the day before's click rate (all that labels tell a served head of it)"
+    assert verdict["note"] == (
+        "the aux head is itself beyond 2% on 1 of the 1 slices where KD is; on 1 of those the VM alone, "
+        "with no teacher, is beyond it too; slices left out where the day before's click rate is itself "
+        "beyond 2% (no head learning the rate from labels can be within it): 1; KD is beyond it on 1 of "
+        "them, the aux head on 1, the VM alone on 1"
     )
     assert _calibration_table(verdict)[-1] == (
         "| vm-feed | kd 1.040 (0.004), aux_head 1.030, alone 1.030, labels 1.000 **kd off** |"
     )
     assert "labels" not in aux_head_calibration(staleness)["note"], "not measured: not named"
+
+
+def test_a_slice_whose_labels_miss_the_tolerance_is_left_out_of_the_calibration_claim() -> None:
+    """vm-stories' day-before rate is 4% low: no served head learning it from labels is within 2% there,
+    the VM alone neither. The claim is judged where labels can reach it, and counts the rest."""
+    staleness = _with_vms(
+        {"stories": 0.94, "feed": 1.04}, {"stories": 0.95, "feed": 1.01}, {"stories": 0.95, "feed": 1.0}
+    )
+    rates = {"measure": "true_calibration", "calibration": 1.0, "vms": {"stories": 0.96, "feed": 1.0}}
+    verdict = aux_head_calibration(staleness, label_rate=rates)
+    assert verdict["holds"] is True
+    assert verdict["note"].startswith("slices left out where the day before's click rate")
+    assert aux_head_calibration(staleness)["holds"] is False, "labels not measured: every slice judged"
+    stories = _calibration_table(verdict)[-2]
+    assert stories.endswith("labels 0.960 **kd off** (labels' floor) |")
