@@ -1,7 +1,9 @@
 """ExFM's student adapter: a small MLP that refreshes a stale teacher logit on fresh labels.
 
 `a = f + MLP(f[, context])`, f the teacher's logits (B, T). It is fit on the
-freshest ground truth alone (`L_a = h(a, y)`, teacher inputs detached), and its
+freshest ground truth alone (`L_a = h(a, y)`, teacher inputs detached; its fits add
+a ridge penalty `l2 * ||W||^2` on the MLP's weights, which pulls it toward the
+identity, where a day's rows are few for its inputs), and its
 stop-gradient probabilities `SG(sigma(a))` then supervise a student's distillation
 term, so student losses never reach it. Two ways to fit it: ExFM's per-step update
 (`fit_student_adapter`, one optimizer step per student minibatch) or, when a whole
@@ -25,11 +27,15 @@ class StudentAdapter(nn.Module):
 
     `hidden` SiLU units, or none (`hidden=0`): an affine map of the inputs, each task's adapted
     logit from every task's teacher logit (Platt scaling across tasks, with context when given).
+    `l2`: the ridge penalty its fits add on the MLP's weights (`penalty`), biases free.
     """
 
-    def __init__(self, n_tasks: int, context_dim: int = 0, hidden: int = 0) -> None:
+    def __init__(self, n_tasks: int, context_dim: int = 0, hidden: int = 0, l2: float = 0.0) -> None:
         super().__init__()
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
         self.context_dim = context_dim
+        self.l2 = l2
         width = n_tasks + context_dim
         layers = [nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, n_tasks)] if hidden else []
         self.mlp = nn.Sequential(*(layers or [nn.Linear(width, n_tasks)]))
@@ -45,6 +51,11 @@ class StudentAdapter(nn.Module):
             raise ValueError(f"adapter built for context_dim={self.context_dim}, got {given}")
         inputs = teacher_logits if context is None else torch.cat([teacher_logits, context], dim=1)
         return teacher_logits + self.mlp(inputs)
+
+    def penalty(self) -> torch.Tensor:
+        """`l2 * ||W||^2` over the MLP's weights: what its fits add to `L_a`."""
+        weights = [m.weight for m in self.mlp if isinstance(m, nn.Linear)]
+        return self.l2 * sum((w**2).sum() for w in weights)
 
 
 def adapter_loss(
@@ -71,7 +82,8 @@ def fit_student_adapter(
     mask: torch.Tensor,
     context: torch.Tensor | None = None,
 ) -> float:
-    """ExFM's per-step update: one optimizer step on `L_a` (`adapter_loss`); returns `L_a` before it.
+    """ExFM's per-step update: one optimizer step on `L_a` (`adapter_loss`) plus the adapter's
+    `penalty`; returns `L_a` before it.
 
     A batch without a known label takes no step and returns 0.
     """
@@ -80,7 +92,7 @@ def fit_student_adapter(
     adapter.train()
     loss = adapter_loss(adapter, teacher_logits, labels, mask, context)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss + adapter.penalty()).backward()
     optimizer.step()
     return float(loss.detach())
 
@@ -93,8 +105,9 @@ def fit_student_adapter_to_interval(
     context: torch.Tensor | None = None,
     max_iterations: int = 100,
 ) -> float:
-    """Fit `adapter` on all of an interval's rows at once: full-batch L-BFGS on `L_a` until it
-    converges or `max_iterations`; returns `L_a` at the end (0 when no label is known).
+    """Fit `adapter` on all of an interval's rows at once: full-batch L-BFGS on `L_a` plus the
+    adapter's `penalty` until it converges or `max_iterations`; returns `L_a` at the end (0 when no
+    label is known).
 
     For a teacher whose version changes between intervals: a per-step update must track each new
     version's bias from one minibatch's labels at a time; this reads all of the interval's.
@@ -108,7 +121,7 @@ def fit_student_adapter_to_interval(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = adapter_loss(adapter, teacher_logits, labels, mask, context)
+        loss = adapter_loss(adapter, teacher_logits, labels, mask, context) + adapter.penalty()
         loss.backward()
         return loss
 

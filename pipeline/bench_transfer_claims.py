@@ -122,9 +122,9 @@ def adapter_recovery(
     and AUC, its ranking), and what the adapter does where it acts, on the click targets of the
     adapter VMs' training rows (`targets_share`: the share of the log loss staleness costs the
     teacher's own targets that the adapted ones win back; `adapted_targets_lost`: what it still costs
-    the adapted ones). The adapter re-maps the stale teacher's own logits (per day, an affine map of
-    its tasks' logits): ranking the stale teacher no longer knows is not in its inputs, which the
-    note names where the claim does not hold.
+    the adapted ones). The adapter re-maps what the stale teacher logged (per day, an affine map of its
+    tasks' logits and, the ladder's, its embedding): what the stale teacher no longer knows is not in
+    its inputs, which the note names where the claim does not hold.
     """
     k = str(stale)
     not_judged = {
@@ -172,8 +172,8 @@ def adapter_recovery(
         notes.append(
             f"staleness still costs the adapted targets {targets['adapted_targets_lost']:.4f} log loss "
             f"(the teacher's own {targets['targets_lost']:.4f}) and gem-fm {teacher_auc_lost:.4f} AUC: "
-            "the adapter only re-maps the stale teacher's own logits, so ranking the stale teacher no "
-            "longer knows is not in its inputs"
+            "the adapter only re-maps what the stale teacher logged, so what it no longer knows is not "
+            "in its inputs"
         )
     if notes:
         verdict["note"] = "; ".join(notes)

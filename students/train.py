@@ -48,7 +48,8 @@ def make_adapter(config: StudentConfig) -> StudentAdapter | None:
     if transfer.adapter == "none":
         return None
     context = config.teacher_embed_dim if transfer.adapter == "context" else 0
-    return StudentAdapter(len(config.backbone.tasks), context_dim=context, hidden=transfer.adapter_hidden)
+    tasks, hidden = len(config.backbone.tasks), transfer.adapter_hidden
+    return StudentAdapter(tasks, context_dim=context, hidden=hidden, l2=transfer.adapter_l2)
 
 
 def make_adapter_optimizer(adapter: StudentAdapter, config: StudentConfig) -> torch.optim.Optimizer | None:

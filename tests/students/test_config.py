@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from students.config import METHODS, SCALED_TARGETS, StudentConfig, TransferConfig, student_backbone
+from students.config import (
+    ADAPTER_L2,
+    METHODS,
+    SCALED_TARGETS,
+    StudentConfig,
+    TransferConfig,
+    student_backbone,
+)
 from teacher.config import SIZES, config_for
 from teacher.model import GemFM, forward_flops_per_example
 
@@ -28,6 +35,7 @@ SHARED_SIZES += ("country_buckets", "category_buckets", "tasks", "n_surfaces")
         ({"label_scale": 0.0}, "label_scale"),
         ({"adapter_learning_rate": 0.0}, "adapter_learning_rate"),
         ({"adapter_hidden": -1}, "adapter_hidden"),
+        ({"adapter_l2": -0.1}, "adapter_l2"),
         ({"sequence_length": 0}, "sequence_length"),
         ({"adapter": "logit"}, "adapter"),  # an adapter without any distillation term
     ],
@@ -63,11 +71,11 @@ def test_methods_ladder_is_cumulative() -> None:
     assert m["alone"] == TransferConfig()
     assert m["kd"].kd_weight == 1.0 and not m["kd"].aux_head
     assert m["aux_head"].aux_head and m["aux_head"].kd_weight == 0 and m["aux_head"].aux_weight == 1.0
-    assert m["adapter"] == dataclasses.replace(m["aux_head"], adapter="logit")
+    assert m["adapter"] == dataclasses.replace(m["aux_head"], adapter="context", adapter_l2=ADAPTER_L2)
     assert m["representation"] == dataclasses.replace(m["adapter"], representation="input")
     assert m["sharing"] == dataclasses.replace(m["representation"], share=("embeddings",), share_frozen=False)
     assert m["full"] == m["sharing"]
-    assert m["kd_adapter"] == dataclasses.replace(m["kd"], adapter="logit"), "beside the ladder"
+    assert m["kd_adapter"] == dataclasses.replace(m["kd"], adapter="context", adapter_l2=ADAPTER_L2)
     assert m["representation_no_adapter"] == dataclasses.replace(m["representation"], adapter="none")
     assert m["kd_scaled"] == dataclasses.replace(m["kd"], label_scale=SCALED_TARGETS)
     assert m["aux_head_scaled"] == dataclasses.replace(m["aux_head"], label_scale=SCALED_TARGETS)

@@ -89,9 +89,10 @@ def _replay_adapter(transfer: TransferConfig) -> StudentAdapter:
     replay = make_adapter(config)
     assert replay is not None
     _, knowledge, labels, mask = _data()
+    context = knowledge["teacher_embedding"] if transfer.adapter == "context" else None
     if transfer.adapter_fit == "interval":
         has = knowledge["teacher_mask"][:, None]
-        fit_student_adapter_to_interval(replay, knowledge["teacher_logits"], labels, mask * has)
+        fit_student_adapter_to_interval(replay, knowledge["teacher_logits"], labels, mask * has, context)
         return replay
     optimizer = make_adapter_optimizer(replay, config)
     assert optimizer is not None
@@ -99,7 +100,8 @@ def _replay_adapter(transfer: TransferConfig) -> StudentAdapter:
         rows = slice(begin, begin + TRAIN.batch_size)
         k = slice_knowledge(knowledge, rows)
         has = k["teacher_mask"][:, None]
-        fit_student_adapter(replay, optimizer, k["teacher_logits"], labels[rows], mask[rows] * has)
+        known = (labels[rows], mask[rows] * has, None if context is None else context[rows])
+        fit_student_adapter(replay, optimizer, k["teacher_logits"], *known)
     return replay
 
 
