@@ -325,7 +325,7 @@ def aux_head_calibration(
         )
     elif off and not verdict["holds"]:
         aux_off = [r for r in off if not r["aux_within"]]
-        alone_off = [r for r in aux_off if "alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE]
+        alone_off = [r for r in aux_off if _alone_beyond(r)]
         verdict["note"] = (
             f"the aux head is itself beyond {CALIBRATION_TOLERANCE:.0%} on {len(aux_off)} of the "
             f"{len(off)} slices where KD is; on {len(alone_off)} of those the VM alone, with no teacher, "
@@ -334,7 +334,7 @@ def aux_head_calibration(
     floor = [r for r in measurable if not r["reachable"]]
     if floor:
         aux_beyond = sum(not r["aux_within"] for r in floor)
-        alone_beyond = sum("alone" in r and abs(r["alone"] - 1.0) > CALIBRATION_TOLERANCE for r in floor)
+        alone_beyond = sum(_alone_beyond(r) for r in floor)
         left_out = (
             f"slices left out where the day before's click rate is itself beyond {CALIBRATION_TOLERANCE:.0%} "
             f"(no head learning the rate from labels can be within it): {len(floor)}; KD is beyond it on "
@@ -343,6 +343,11 @@ def aux_head_calibration(
         )
         verdict["note"] = f"{verdict['note']}; {left_out}" if "note" in verdict else left_out
     return verdict
+
+
+def _alone_beyond(row: dict[str, Any]) -> bool:
+    """Whether the slice's VM alone, where measured, is itself beyond the calibration tolerance."""
+    return "alone" in row and abs(row["alone"] - 1.0) > CALIBRATION_TOLERANCE
 
 
 def judged_slices(verdict: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
