@@ -29,6 +29,11 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def fmt_ne(difference: float) -> str:
+    """An NE difference to 4 decimals, with no sign on one that rounds to zero."""
+    return f"{round(difference, 4) + 0.0:.4f}"
+
+
 def full_versus_kd(methods: dict[str, Any]) -> dict[str, Any]:
     """GEM's claim: the full method's transfer ratio is at least 2x standard KD's.
 
@@ -124,7 +129,8 @@ def adapter_recovery(
     teacher's own targets that the adapted ones win back; `adapted_targets_lost`: what it still costs
     the adapted ones). The adapter re-maps what the stale teacher logged (per day, an affine map of its
     tasks' logits and, the ladder's, its embedding): what the stale teacher no longer knows is not in
-    its inputs, which the note names where the claim does not hold.
+    its inputs, which the note names where the claim does not hold, with what staleness costs each
+    judged head at every other staleness measured too (`_loss_curve`).
     """
     k = str(stale)
     not_judged = {
@@ -168,6 +174,8 @@ def adapter_recovery(
             f"training rows the adapted click targets win back {fmt(targets['targets_share'])} of the "
             "log loss staleness costs the teacher's own"
         )
+    if not verdict["holds"] and staleness.keys() - {"0", k}:  # a curve, not only the claim's point
+        notes.append("by staleness, " + "; ".join(_loss_curve(staleness, plain) for plain, _ in judged))
     if not verdict["holds"] and all_finite(teacher_auc_lost, targets["adapted_targets_lost"]):
         notes.append(
             f"staleness still costs the adapted targets {targets['adapted_targets_lost']:.4f} log loss "
@@ -178,6 +186,23 @@ def adapter_recovery(
     if notes:
         verdict["note"] = "; ".join(notes)
     return verdict
+
+
+def _loss_curve(staleness: dict[str, Any], plain: str) -> str:
+    """What staleness costs the VM `plain` at every staleness measured, each loss with its noise
+    (`paired_difference`), and at how many of them the loss is beyond it: one point beyond noise in a
+    flat curve is a loss the benchmark can hardly tell, whatever the claim reads at its one point."""
+    days = sorted((k for k in staleness if k != "0" and plain in staleness[k]), key=int)
+    losses = [(k, *paired_difference(staleness[k][plain], staleness["0"][plain])) for k in days]
+    beyond = [k for k, lost, noise in losses if all_finite(lost, noise) and lost > noise]
+    curve = ", ".join(f"{fmt_ne(lost)} (noise {noise:.4f}) at {k}" for k, lost, noise in losses)
+    if not beyond:
+        where = f"within its noise at all {len(days)}"
+    elif len(beyond) == len(days):
+        where = f"beyond its noise at all {len(days)}"
+    else:
+        where = f"beyond its noise only at {', '.join(beyond)} of the {len(days)}"
+    return f"the {plain} VM loses {curve} days: {where}"
 
 
 def _target_recovery(fresh: dict[str, Any], stale: dict[str, Any]) -> dict[str, float]:

@@ -22,6 +22,7 @@ from pipeline.bench_transfer_claims import (
     all_finite,
     calibration_slices,
     fmt,
+    fmt_ne,
     judged_slices,
     paired_difference,
     staleness_recovery,
@@ -161,8 +162,8 @@ def recovery_phrase(head: str, r: dict[str, Any]) -> str:
     share = f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: no loss beyond its noise"
     beside = "" if r["judged"] else BESIDE_THE_CLAIM
     return (
-        f"{beside}the {head} VM loses {_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
-        f"{_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
+        f"{beside}the {head} VM loses {fmt_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
+        f"{fmt_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
     )
 
 
@@ -280,16 +281,11 @@ def _recovery_table(staleness: dict[str, Any], ks: list[str]) -> list[str]:
             r = staleness_recovery(staleness, plain, adapted, k)
             share = f", share {r['share']:.2f}" if all_finite(r["share"]) else ""
             cells.append(
-                f"lost {_ne(r['ne_lost'])} ({r['noise']:.4f}), won back {_ne(r['ne_recovered'])} "
+                f"lost {fmt_ne(r['ne_lost'])} ({r['noise']:.4f}), won back {fmt_ne(r['ne_recovered'])} "
                 f"({r['recovery_noise']:.4f}){share}"
             )
         lines.append(f"| {plain} / {adapted} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _ne(difference: float) -> str:
-    """An NE difference to 4 decimals, with no sign on one that rounds to zero."""
-    return f"{round(difference, 4) + 0.0:.4f}"
 
 
 def _calibration_table(verdict: dict[str, Any]) -> list[str]:

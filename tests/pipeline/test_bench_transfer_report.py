@@ -180,6 +180,24 @@ def test_a_claim_that_fails_names_the_ranking_a_stale_teacher_lost_beyond_the_ad
     assert "note" not in adapter_recovery(staleness, TEACHER)
 
 
+def test_a_failed_claims_note_reads_the_whole_staleness_curve_not_only_its_point() -> None:
+    staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.8009, 0.8006)  # kd wins back 1/3
+    for k, kd in (("1", 0.7994), ("4", 0.8001)):  # a gain at 1 day, nothing at 4: a bump at 2
+        staleness[k] = {"aux_head": _arm(0.80), "adapter": _arm(0.80), "kd": _arm(kd), "kd_adapter": _arm(kd)}
+    staleness["2"]["kd"] = _arm(0.8009, (-0.0002, 0.0, 0.0002))  # noise 0.0004
+    staleness["4"]["kd"] = _arm(0.8001, (-0.0003, 0.0, 0.0003))  # noise 0.0006
+    note = adapter_recovery(staleness, TEACHER)["note"]
+    assert note.startswith("by staleness, the aux_head VM loses 0.0000 (noise 0.0000) at 1, 0.0000 ")
+    assert "at 4 days: within its noise at all 3; the kd VM loses -0.0006 (noise 0.0000) at 1, " in note
+    assert "0.0009 (noise 0.0004) at 2, 0.0001 (noise 0.0006) at 4 days: beyond its noise only at 2 " in note
+    for k in ("1", "4"):
+        staleness[k]["kd"] = _arm(0.8009)  # the same loss at every staleness
+    assert "beyond its noise at all 3" in adapter_recovery(staleness, TEACHER)["note"]
+    del staleness["1"], staleness["4"]
+    assert "note" not in adapter_recovery(staleness, TEACHER), "only the claim's point: no curve to read"
+    assert "note" not in adapter_recovery(_with_kd(staleness, 0.80, 0.84, 0.81), TEACHER), "it holds"
+
+
 def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
     staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.84, 0.81)
     line = _claim_line("adapter", adapter_recovery(staleness, TEACHER))
