@@ -144,12 +144,16 @@ def adapter_recovery(
     judged = [(plain, adapted) for plain, adapted in heads if plain in TARGET_HEADS]
     if not judged:
         return not_judged
+    teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
     by_head = {
-        plain: staleness_recovery(staleness, plain, adapted, k) | {"judged": plain in TARGET_HEADS}
+        plain: staleness_recovery(staleness, plain, adapted, k)
+        | {
+            "judged": plain in TARGET_HEADS,
+            "ne_lost_expected": staleness["0"][plain].get("transfer_ratio", math.nan) * teacher_lost,
+        }
         for plain, adapted in heads
     }
     losing = [r for r in by_head.values() if r["judged"] and all_finite(r["share"])]
-    teacher_lost = teacher[k]["ne"] - teacher["0"]["ne"]
     teacher_auc_lost = teacher["0"]["auc"] - teacher[k]["auc"]
     target_vm = judged[0][1]  # the targets of a VM the claim judges
     targets = _target_recovery(staleness["0"][target_vm], staleness[k][target_vm])
@@ -174,6 +178,14 @@ def adapter_recovery(
             f"training rows the adapted click targets win back {fmt(targets['targets_share'])} of the "
             "log loss staleness costs the teacher's own"
         )
+    if not verdict["holds"]:
+        notes += [
+            _too_small_to_tell(plain, r, staleness["0"][plain]["transfer_ratio"], teacher_lost)
+            for plain, r in by_head.items()
+            if r["judged"]
+            and all_finite(r["ne_lost_expected"], r["noise"])
+            and r["ne_lost_expected"] <= r["noise"]
+        ]
     if not verdict["holds"] and staleness.keys() - {"0", k}:  # a curve, not only the claim's point
         notes.append("by staleness, " + "; ".join(_loss_curve(staleness, plain) for plain, _ in judged))
     if not verdict["holds"] and all_finite(teacher_auc_lost, targets["adapted_targets_lost"]):
@@ -186,6 +198,18 @@ def adapter_recovery(
     if notes:
         verdict["note"] = "; ".join(notes)
     return verdict
+
+
+def _too_small_to_tell(plain: str, recovery: dict[str, Any], ratio: float, teacher_lost: float) -> str:
+    """Why no number of seeds shows the claim on the VM `plain`: what it would lose keeping its fresh
+    teacher's transfer ratio of a stale gem-fm's advantage is within its noise, and that noise is the
+    spread of the seeds' losses, which more seeds estimate better but do not shrink."""
+    return (
+        f"the {plain} VM keeps {ratio:.3f} of gem-fm's advantage over alone (its transfer ratio), so of "
+        f"the {teacher_lost:.4f} NE a stale gem-fm loses it would lose about "
+        f"{recovery['ne_lost_expected']:.4f} keeping that share, within its noise ({recovery['noise']:.4f}): "
+        "the spread of the seeds' losses, which more seeds estimate better but do not shrink"
+    )
 
 
 def _loss_curve(staleness: dict[str, Any], plain: str) -> str:

@@ -198,6 +198,23 @@ def test_a_failed_claims_note_reads_the_whole_staleness_curve_not_only_its_point
     assert "note" not in adapter_recovery(_with_kd(staleness, 0.80, 0.84, 0.81), TEACHER), "it holds"
 
 
+def test_a_loss_the_vms_transfer_ratio_keeps_within_its_noise_is_named_as_one_no_seeds_can_show() -> None:
+    staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.8009, 0.8006)  # kd wins back 1/3
+    staleness["2"]["kd"] = _arm(0.8009, (-0.0003, 0.0, 0.0003))  # noise 0.0006
+    staleness["0"]["kd"]["transfer_ratio"] = 0.1  # of gem-fm's 0.05 lost: about 0.005 expected
+    verdict = adapter_recovery(staleness, TEACHER)
+    assert abs(verdict["by_head"]["kd"]["ne_lost_expected"] - 0.005) < 1e-9
+    assert "note" not in verdict, "a loss expected beyond its noise: nothing to explain"
+    staleness["0"]["kd"]["transfer_ratio"] = 0.01  # about 0.0005 expected, within the noise
+    note = adapter_recovery(staleness, TEACHER)["note"]
+    assert note.startswith("the kd VM keeps 0.010 of gem-fm's advantage over alone (its transfer ratio), ")
+    assert "of the 0.0500 NE a stale gem-fm loses it would lose about 0.0005 keeping that share, " in note
+    assert "within its noise (0.0006): the spread of the seeds' losses" in note
+    assert "aux_head VM keeps" not in note, "no transfer ratio measured: no expectation"
+    staleness["2"]["kd_adapter"] = _arm(0.80)  # wins it all back: the claim holds, nothing to explain
+    assert "note" not in adapter_recovery(staleness, TEACHER)
+
+
 def test_a_claims_line_names_its_numbers_then_each_head_then_its_note() -> None:
     staleness = _with_kd(_staleness(0.80, 0.80, 0.80), 0.80, 0.84, 0.81)
     line = _claim_line("adapter", adapter_recovery(staleness, TEACHER))
