@@ -129,8 +129,9 @@ def adapter_recovery(
     teacher's own targets that the adapted ones win back; `adapted_targets_lost`: what it still costs
     the adapted ones). The adapter re-maps what the stale teacher logged (per day, an affine map of its
     tasks' logits and, the ladder's, its embedding): what the stale teacher no longer knows is not in
-    its inputs, which the note names where the claim does not hold, with what staleness costs each
-    judged head at every other staleness measured too (`_loss_curve`).
+    its inputs, which the note names where the claim does not hold, with what else explains it
+    (`_why_not`). Each head also gets the loss to expect (`ne_lost_expected`): its fresh teacher's
+    transfer ratio times what staleness costs gem-fm.
     """
     k = str(stale)
     not_judged = {
@@ -165,39 +166,45 @@ def adapter_recovery(
         "by_head": by_head,
         "holds": bool(losing) and all(_recovers_half(r) for r in losing),
     }
-    notes = []
-    if not losing:
-        losses = "; ".join(
-            f"the {plain} VM {r['ne_lost']:.4f} (noise {r['noise']:.4f})"
-            for plain, r in by_head.items()
-            if r["judged"]
-        )
-        notes.append(
-            f"a {stale}-day-stale teacher costs {losses}, each within twice the spread of the seeds' "
-            f"losses, while gem-fm itself loses {teacher_lost:.4f}: nothing to recover; on the VMs' "
-            f"training rows the adapted click targets win back {fmt(targets['targets_share'])} of the "
-            "log loss staleness costs the teacher's own"
-        )
-    if not verdict["holds"]:
-        notes += [
-            _too_small_to_tell(plain, r, staleness["0"][plain]["transfer_ratio"], teacher_lost)
-            for plain, r in by_head.items()
-            if r["judged"]
-            and all_finite(r["ne_lost_expected"], r["noise"])
-            and r["ne_lost_expected"] <= r["noise"]
-        ]
-    if not verdict["holds"] and staleness.keys() - {"0", k}:  # a curve, not only the claim's point
-        notes.append("by staleness, " + "; ".join(_loss_curve(staleness, plain) for plain, _ in judged))
-    if not verdict["holds"] and all_finite(teacher_auc_lost, targets["adapted_targets_lost"]):
-        notes.append(
-            f"staleness still costs the adapted targets {targets['adapted_targets_lost']:.4f} log loss "
-            f"(the teacher's own {targets['targets_lost']:.4f}) and gem-fm {teacher_auc_lost:.4f} AUC: "
-            "the adapter only re-maps what the stale teacher logged, so what it no longer knows is not "
-            "in its inputs"
-        )
+    notes = [] if verdict["holds"] else _why_not(verdict, staleness, judged_any_loss=bool(losing))
     if notes:
         verdict["note"] = "; ".join(notes)
     return verdict
+
+
+def _why_not(verdict: dict[str, Any], staleness: dict[str, Any], judged_any_loss: bool) -> list[str]:
+    """What a failed adapter claim's note says, each only where its numbers are measured: that no
+    judged VM lost anything to recover (unless one did), which VMs would lose too little to tell
+    (`_too_small_to_tell`), each judged VM's loss at every staleness (`_loss_curve`, where more than
+    the claim's was measured), and what staleness still costs the adapted targets and gem-fm's ranking."""
+    k, teacher_lost = str(verdict["stale_days"]), verdict["teacher_ne_lost"]
+    judged = {plain: r for plain, r in verdict["by_head"].items() if r["judged"]}
+    notes = []
+    if not judged_any_loss:
+        losses = "; ".join(
+            f"the {plain} VM {r['ne_lost']:.4f} (noise {r['noise']:.4f})" for plain, r in judged.items()
+        )
+        notes.append(
+            f"a {k}-day-stale teacher costs {losses}, each within twice the spread of the seeds' "
+            f"losses, while gem-fm itself loses {teacher_lost:.4f}: nothing to recover; on the VMs' "
+            f"training rows the adapted click targets win back {fmt(verdict['targets_share'])} of the "
+            "log loss staleness costs the teacher's own"
+        )
+    notes += [
+        _too_small_to_tell(plain, r, staleness["0"][plain]["transfer_ratio"], teacher_lost)
+        for plain, r in judged.items()
+        if all_finite(r["ne_lost_expected"], r["noise"]) and r["ne_lost_expected"] <= r["noise"]
+    ]
+    if staleness.keys() - {"0", k}:  # a curve, not only the claim's point
+        notes.append("by staleness, " + "; ".join(_loss_curve(staleness, plain) for plain in judged))
+    if all_finite(verdict["teacher_auc_lost"], verdict["adapted_targets_lost"]):
+        notes.append(
+            f"staleness still costs the adapted targets {verdict['adapted_targets_lost']:.4f} log loss "
+            f"(the teacher's own {verdict['targets_lost']:.4f}) and gem-fm {verdict['teacher_auc_lost']:.4f} "
+            "AUC: the adapter only re-maps what the stale teacher logged, so what it no longer knows is "
+            "not in its inputs"
+        )
+    return notes
 
 
 def _too_small_to_tell(plain: str, recovery: dict[str, Any], ratio: float, teacher_lost: float) -> str:
