@@ -12,6 +12,7 @@ twice the spread of its seed-by-seed differences (`method_verdict`, `paired_diff
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -157,13 +158,16 @@ def _recovered(verdict: dict[str, Any]) -> str:
 
 def recovery_phrase(head: str, r: dict[str, Any]) -> str:
     """What a stale teacher costs the VM `head` and what the adapter wins back (`staleness_recovery`'s
-    `r`), each with its noise, and the share where the loss is beyond its noise; a head the claim does
-    not judge (`TARGET_HEADS`) is named as beside it."""
+    `r`), each with its noise, and the share where the loss is beyond its noise; beside the loss, the
+    loss to expect where measured (`ne_lost_expected`). A head the claim does not judge
+    (`TARGET_HEADS`) is named as beside it."""
     share = f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: no loss beyond its noise"
     beside = "" if r["judged"] else BESIDE_THE_CLAIM
+    expected = r.get("ne_lost_expected", math.nan)
+    to_expect = f"; its transfer ratio of gem-fm's loss: {fmt_ne(expected)}" if all_finite(expected) else ""
     return (
-        f"{beside}the {head} VM loses {fmt_ne(r['ne_lost'])} (noise {r['noise']:.4f}), the adapter wins back "
-        f"{fmt_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
+        f"{beside}the {head} VM loses {fmt_ne(r['ne_lost'])} (noise {r['noise']:.4f}{to_expect}), "
+        f"the adapter wins back {fmt_ne(r['ne_recovered'])} (noise {r['recovery_noise']:.4f}), {share}"
     )
 
 

@@ -210,6 +210,9 @@ def test_a_loss_the_vms_transfer_ratio_keeps_within_its_noise_is_named_as_one_no
     assert note.startswith("the kd VM keeps 0.010 of gem-fm's advantage over alone (its transfer ratio), ")
     assert "of the 0.0500 NE a stale gem-fm loses it would lose about 0.0005 keeping that share, " in note
     assert "within its noise (0.0006): the spread of the seeds' losses" in note
+    line = _claim_line("a", adapter_recovery(staleness, TEACHER))
+    assert "the kd VM loses 0.0009 (noise 0.0006; its transfer ratio of gem-fm's loss: 0.0005), " in line
+    assert "the aux_head VM loses 0.0000 (noise 0.0000), " in line, "no transfer ratio: nothing expected"
     assert "aux_head VM keeps" not in note, "no transfer ratio measured: no expectation"
     staleness["2"]["kd_adapter"] = _arm(0.80)  # wins it all back: the claim holds, nothing to explain
     assert "note" not in adapter_recovery(staleness, TEACHER)
