@@ -78,6 +78,18 @@ ADAPTED_HEADS: tuple[tuple[str, str], ...] = (
 TARGET_HEADS: frozenset[str] = frozenset({"aux_head", "kd"})
 
 
+def beyond_noise(difference: float, noise: float) -> bool:
+    """Whether a difference is told from noise: both measured, and the difference beyond the noise
+    (`paired_difference`'s twice the spread)."""
+    return all_finite(difference, noise) and difference > noise
+
+
+def staleness_loss(staleness: dict[str, Any], plain: str, k: str) -> tuple[float, float]:
+    """The NE a `k`-day-stale teacher costs the VM `plain`, seed by seed against a fresh one, and its
+    noise (`paired_difference`)."""
+    return paired_difference(staleness[k][plain], staleness["0"][plain])
+
+
 def staleness_cost(staleness: dict[str, Any], method: str, k: str) -> dict[str, list[float]]:
     """What a `k`-day-stale teacher costs `method`'s VM, seed by seed: NE at `k` minus NE at 0, in
     the form `paired_difference` reads."""
@@ -91,12 +103,11 @@ def staleness_recovery(staleness: dict[str, Any], plain: str, adapted: str, k: s
     it wins back is the loss without the adapter less the loss with it (`staleness_cost`), so a gain
     the adapter makes with a fresh teacher too is not counted as undoing staleness. The share is only
     defined for a loss beyond its noise."""
-    lost, noise = paired_difference(staleness[k][plain], staleness["0"][plain])
+    lost, noise = staleness_loss(staleness, plain, k)
     recovered, recovery_noise = paired_difference(
         staleness_cost(staleness, plain, k), staleness_cost(staleness, adapted, k)
     )
-    measurable = all_finite(lost, noise) and lost > noise
-    share = recovered / lost if measurable and all_finite(recovered) else math.nan
+    share = recovered / lost if beyond_noise(lost, noise) and all_finite(recovered) else math.nan
     return {
         "ne_lost": lost,
         "noise": noise,
@@ -109,7 +120,7 @@ def staleness_recovery(staleness: dict[str, Any], plain: str, adapted: str, k: s
 def _recovers_half(recovery: dict[str, Any]) -> bool:
     """At least half of the loss won back, and a win: beyond twice the spread of the seeds' gains."""
     recovered, noise = recovery["ne_recovered"], recovery["recovery_noise"]
-    return recovery["share"] >= 0.5 and all_finite(recovered, noise) and recovered > noise
+    return recovery["share"] >= 0.5 and beyond_noise(recovered, noise)
 
 
 def adapter_recovery(
@@ -224,8 +235,8 @@ def _loss_curve(staleness: dict[str, Any], plain: str) -> str:
     (`paired_difference`), and at how many of them the loss is beyond it: one point beyond noise in a
     flat curve is a loss the benchmark can hardly tell, whatever the claim reads at its one point."""
     days = sorted((k for k in staleness if k != "0" and plain in staleness[k]), key=int)
-    losses = [(k, *paired_difference(staleness[k][plain], staleness["0"][plain])) for k in days]
-    beyond = [k for k, lost, noise in losses if all_finite(lost, noise) and lost > noise]
+    losses = [(k, *staleness_loss(staleness, plain, k)) for k in days]
+    beyond = [k for k, lost, noise in losses if beyond_noise(lost, noise)]
     curve = ", ".join(f"{fmt_ne(lost)} (noise {noise:.4f}) at {k}" for k, lost, noise in losses)
     if not beyond:
         where = f"within its noise at all {len(days)}"

@@ -12,7 +12,6 @@ twice the spread of its seed-by-seed differences (`method_verdict`, `paired_diff
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -163,7 +162,7 @@ def recovery_phrase(head: str, r: dict[str, Any]) -> str:
     (`TARGET_HEADS`) is named as beside it."""
     share = f"a share of {r['share']:.2f}" if all_finite(r["share"]) else "no share: no loss beyond its noise"
     beside = "" if r["judged"] else BESIDE_THE_CLAIM
-    expected = r.get("ne_lost_expected", math.nan)
+    expected = r["ne_lost_expected"]
     to_expect = f"; its transfer ratio of gem-fm's loss: {fmt_ne(expected)}" if all_finite(expected) else ""
     return (
         f"{beside}the {head} VM loses {fmt_ne(r['ne_lost'])} (noise {r['noise']:.4f}{to_expect}), "
