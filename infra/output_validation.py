@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from infra.validation import ValidationError, gx_context
+from infra.validation import ValidationError, dataframe_validation, named
 
 SUITE_NAME = "teacher_outputs"
 LOGITS = ("logit_click", "logit_conversion")
@@ -33,22 +33,17 @@ class TeacherOutputsInvalid(RuntimeError):
     """Teacher outputs failed an expectation: nothing may be committed."""
 
 
-def _named(name: str, expectation: gxe.Expectation) -> gxe.Expectation:
-    expectation.meta = {"name": name}
-    return expectation
-
-
 def teacher_outputs_expectations() -> list[gxe.Expectation]:
     """One named expectation per rule; `embed_dim`, `version` and `trained_through` are parameters."""
     rules: list[gxe.Expectation] = [
-        _named("example_id_not_null", gxe.ExpectColumnValuesToNotBeNull(column="example_id")),
-        _named("example_id_unique", gxe.ExpectColumnValuesToBeUnique(column="example_id")),
+        named("example_id_not_null", gxe.ExpectColumnValuesToNotBeNull(column="example_id")),
+        named("example_id_unique", gxe.ExpectColumnValuesToBeUnique(column="example_id")),
     ]
     for logit in LOGITS:
         # NaN counts as null in pandas (and GX skips nulls in range checks): two rules make "finite".
-        rules.append(_named(f"{logit}_not_nan", gxe.ExpectColumnValuesToNotBeNull(column=logit)))
+        rules.append(named(f"{logit}_not_nan", gxe.ExpectColumnValuesToNotBeNull(column=logit)))
         rules.append(
-            _named(
+            named(
                 f"{logit}_finite",
                 gxe.ExpectColumnValuesToBeBetween(
                     column=logit, min_value=-MAX_ABS_LOGIT, max_value=MAX_ABS_LOGIT
@@ -56,18 +51,18 @@ def teacher_outputs_expectations() -> list[gxe.Expectation]:
             )
         )
     rules += [
-        _named(
+        named(
             "embedding_length",
             gxe.ExpectColumnValuesToBeInSet(column="embedding_length", value_set={"$PARAMETER": "embed_dim"}),
         ),
-        _named(
+        named(
             "embedding_finite", gxe.ExpectColumnValuesToBeInSet(column="embedding_nonfinite", value_set=[0])
         ),
-        _named(
+        named(
             "teacher_version_single",
             gxe.ExpectColumnValuesToBeInSet(column="teacher_version", value_set={"$PARAMETER": "version"}),
         ),
-        _named(
+        named(
             "teacher_trained_through_expected",
             gxe.ExpectColumnValuesToBeInSet(
                 column="teacher_trained_through", value_set={"$PARAMETER": "trained_through"}
@@ -79,16 +74,8 @@ def teacher_outputs_expectations() -> list[gxe.Expectation]:
 
 @functools.cache
 def _validation_definition() -> gx.ValidationDefinition:
-    """Pandas dataframe asset + the teacher_outputs suite in the shared context, once per process."""
-    context = gx_context()
-    batch = context.data_sources.add_pandas(SUITE_NAME).add_dataframe_asset(f"{SUITE_NAME}_batch")
-    suite = context.suites.add(
-        gx.ExpectationSuite(name=SUITE_NAME, expectations=teacher_outputs_expectations())
-    )
-    definition = gx.ValidationDefinition(
-        name=SUITE_NAME, data=batch.add_batch_definition_whole_dataframe("whole"), suite=suite
-    )
-    return context.validation_definitions.add(definition)
+    """The teacher_outputs suite's validation, built once per process."""
+    return dataframe_validation(SUITE_NAME, teacher_outputs_expectations())
 
 
 def _to_frame(outputs: pa.Table) -> pd.DataFrame:

@@ -68,7 +68,8 @@ class EventsVerdict:
         return name, int(self.failures[name].size)
 
 
-def _named(name: str, expectation: gxe.Expectation) -> gxe.Expectation:
+def named(name: str, expectation: gxe.Expectation) -> gxe.Expectation:
+    """`expectation` with `name` in its meta: the name failures and quarantine rows report."""
     expectation.meta = {"name": name}
     return expectation
 
@@ -77,40 +78,38 @@ def events_expectations() -> list[gxe.Expectation]:
     """The events suite: one named expectation per rule in docs/events.md."""
     is_ad = Column("item_kind") == "ad"
     rules: list[gxe.Expectation] = [
-        _named(f"{c}_not_null", gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in REQUIRED_EVENT_COLUMNS
+        named(f"{c}_not_null", gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in REQUIRED_EVENT_COLUMNS
     ]
     rules += [
-        _named("surface_in_set", gxe.ExpectColumnValuesToBeInSet(column="surface", value_set=list(SURFACES))),
-        _named(
+        named("surface_in_set", gxe.ExpectColumnValuesToBeInSet(column="surface", value_set=list(SURFACES))),
+        named(
             "item_kind_in_set",
             gxe.ExpectColumnValuesToBeInSet(column="item_kind", value_set=list(ITEM_KINDS)),
         ),
-        _named(
+        named(
             "ad_format_in_set",
             gxe.ExpectColumnValuesToBeInSet(column="ad_format", value_set=list(AD_FORMATS)),
         ),
-        _named(
+        named(
             "ad_has_advertiser_id",
             gxe.ExpectColumnValuesToNotBeNull(column="advertiser_id", row_condition=is_ad),
         ),
-        _named(
-            "ad_has_ad_format", gxe.ExpectColumnValuesToNotBeNull(column="ad_format", row_condition=is_ad)
-        ),
-        _named("click_in_0_1", gxe.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1])),
-        _named("conversion_in_0_1", gxe.ExpectColumnValuesToBeInSet(column="conversion", value_set=[0, 1])),
-        _named(
+        named("ad_has_ad_format", gxe.ExpectColumnValuesToNotBeNull(column="ad_format", row_condition=is_ad)),
+        named("click_in_0_1", gxe.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1])),
+        named("conversion_in_0_1", gxe.ExpectColumnValuesToBeInSet(column="conversion", value_set=[0, 1])),
+        named(
             "conversion_requires_click",
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                 column_A="click", column_B="conversion", or_equal=True
             ),
         ),
-        _named(
+        named(
             "conversion_only_for_ads",
             gxe.ExpectColumnValuesToBeInSet(
                 column="conversion", value_set=[0], row_condition=Column("item_kind") != "ad"
             ),
         ),
-        _named(
+        named(
             "conversion_ts_not_before_ts",
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                 column_A="conversion_ts",
@@ -119,7 +118,7 @@ def events_expectations() -> list[gxe.Expectation]:
                 ignore_row_if="either_value_is_missing",
             ),
         ),
-        _named(
+        named(
             "ts_within_day",
             gxe.ExpectColumnValuesToBeBetween(
                 column="ts",
@@ -128,10 +127,10 @@ def events_expectations() -> list[gxe.Expectation]:
                 strict_max=True,
             ),
         ),
-        _named(
+        named(
             "ds_matches_batch", gxe.ExpectColumnValuesToBeInSet(column="ds", value_set={"$PARAMETER": "ds"})
         ),
-        _named(
+        named(
             "user_age_bucket_in_range",
             gxe.ExpectColumnValuesToBeBetween(
                 column="user_age_bucket", min_value=0, max_value=MAX_AGE_BUCKET
@@ -139,10 +138,10 @@ def events_expectations() -> list[gxe.Expectation]:
         ),
     ]
     rules += [
-        _named(f"{c}_non_negative", gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+        named(f"{c}_non_negative", gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
         for c in ID_COLUMNS
     ]
-    rules.append(_named("event_id_unique", gxe.ExpectColumnValuesToBeUnique(column="event_id")))
+    rules.append(named("event_id_unique", gxe.ExpectColumnValuesToBeUnique(column="event_id")))
     return rules
 
 
@@ -154,16 +153,21 @@ def gx_context() -> EphemeralDataContext:
     return context
 
 
-@functools.cache
-def _validation_definition() -> gx.ValidationDefinition:
-    """Pandas dataframe asset + events suite in the shared context, built once per process."""
+def dataframe_validation(name: str, expectations: list[gxe.Expectation]) -> gx.ValidationDefinition:
+    """Suite `name` over a whole pandas dataframe, added to the shared context (call once per name)."""
     context = gx_context()
-    batch = context.data_sources.add_pandas("events").add_dataframe_asset("events_batch")
-    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=events_expectations()))
+    batch = context.data_sources.add_pandas(name).add_dataframe_asset(f"{name}_batch")
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     definition = gx.ValidationDefinition(
-        name=SUITE_NAME, data=batch.add_batch_definition_whole_dataframe("whole"), suite=suite
+        name=name, data=batch.add_batch_definition_whole_dataframe("whole"), suite=suite
     )
     return context.validation_definitions.add(definition)
+
+
+@functools.cache
+def _validation_definition() -> gx.ValidationDefinition:
+    """The events suite's validation, built once per process."""
+    return dataframe_validation(SUITE_NAME, events_expectations())
 
 
 def _suite_parameters(ds: str) -> dict[str, Any]:
