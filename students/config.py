@@ -43,7 +43,6 @@ FM's and the VM's from the teacher's) with a `TransferConfig`; a checkpoint keep
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -200,11 +199,6 @@ class StudentConfig:
             teacher_embed_dim=int(data["teacher_embed_dim"]),
             teacher_tasks=tuple(data["teacher_tasks"]),
         )
-
-    def config_hash(self) -> str:
-        """Stable 16-hex-digit hash of every field."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _halve(widths: tuple[int, ...]) -> tuple[int, ...]:

@@ -8,7 +8,6 @@ A checkpoint keeps `config.to_dict()` and rebuilds with `FMConfig.from_dict`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -98,11 +97,6 @@ class FMConfig:
         """Rebuild from `to_dict()` output; lists become tuples, unknown keys are an error."""
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
-
-    def config_hash(self) -> str:
-        """Stable 16-hex-digit hash of every field (same config, same hash, across runs)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 SIZES: dict[str, FMConfig] = {

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from infra.registry import config_hash
 from teacher.config import SIZES, FMConfig, config_for
 from teacher.features import FeatureBatch, random_batch
 from teacher.model import GemFM, SurfaceHeads, count_parameters, forward_flops_per_example
@@ -107,8 +108,8 @@ def test_config_round_trips_beside_the_weights() -> None:
     config = config_for("tiny", attention="hstu", pyramid=(12, 6))
     stored = json.loads(json.dumps(config.to_dict()))
     rebuilt = FMConfig.from_dict(stored)
-    assert rebuilt == config and rebuilt.config_hash() == config.config_hash()
-    assert len(config.config_hash()) == 16 and config.config_hash() != SIZES["tiny"].config_hash()
+    assert rebuilt == config and config_hash(rebuilt.to_dict()) == config_hash(config.to_dict())
+    assert config_hash(config.to_dict()) != config_hash(SIZES["tiny"].to_dict())
     model = _model("hstu", pyramid=(12, 6))
     twin = GemFM(rebuilt).eval()
     twin.load_state_dict(model.state_dict())
