@@ -94,7 +94,6 @@ USER_STATE_SCHEMA = pa.schema(
 # Logged teacher outputs (ExFM's DAS): one row per (example, teacher version), the
 # teacher's logit per task from the example's own surface head and its `embed()`.
 # Partitioned by (ds, teacher): a re-run replaces exactly one teacher's day.
-TEACHER_OUTPUTS_PARTITIONS: tuple[str, ...] = ("ds", "teacher")
 TEACHER_OUTPUTS_SCHEMA = pa.schema(
     [
         pa.field("example_id", pa.string(), nullable=False),

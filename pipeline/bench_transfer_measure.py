@@ -186,7 +186,6 @@ def train_and_measure_vm(
     from pipeline.train_student import TASKS, DistillConfig, load_student, sequence_length, train_student
 
     config = DistillConfig(
-        path="direct",
         vm_method="full" if method == "full" else method,
         train=train,
         vm_batch_size=vm_batch_size,

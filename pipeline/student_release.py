@@ -32,9 +32,6 @@ from students.train import predict_student
 from teacher.features import table_to_features
 from teacher.model import count_parameters, forward_flops_per_example
 
-# A student version is the same model when these match too: its teacher's outputs are its data.
-STUDENT_IDENTITY_TAGS = ("teacher", "teacher_outputs_version")
-
 
 def student_predictions(
     student: Student, rows: StudentRows
@@ -70,6 +67,7 @@ def register_student(settings: Settings, spec: StudentSpec, ds: str) -> dict[str
     student, checkpoint = load_student(uri)
     config = checkpoint["student_config"]
     teacher = f"{checkpoint['teacher']}/{checkpoint['teacher_version']}"
+    # the same model only if its teacher and that teacher's outputs match too: they are its data
     lineage = {"teacher": teacher, "teacher_outputs_version": str(checkpoint["teacher_outputs_version"])}
     done = registry.find_trained(
         settings, spec.name, ds, config, checkpoint["examples_version"], extra=lineage

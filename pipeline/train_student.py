@@ -60,9 +60,11 @@ TASKS: tuple[str, ...] = ("click", "conversion")  # the tasks every model of the
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """How students learn: the VMs' teacher path and transfer method, the teacher's delay, the optimiser."""
+    """How students learn: the VMs' transfer method, the teacher's delay, the optimiser.
 
-    path: str = "hierarchical"  # "hierarchical" (domain FM teaches VMs) or "direct" (gem-fm does)
+    Who teaches a student is its `StudentSpec`'s (`pipeline.hierarchy.student_spec`, by the path).
+    """
+
     vm_method: str = "full"  # a name in students.config.METHODS
     delay_days: int = 0  # the teacher's knowledge for ds comes from the version trained through ds-1-k
     lookback_days: int = 2  # days of past teacher embeddings for the "sequence" representation
@@ -79,9 +81,8 @@ class DistillConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DistillConfig:
-        """`DISTILLERY_TRANSFER_PATH`, `_TRANSFER_METHOD`, `_TEACHER_DELAY_DAYS`, `_SEED`."""
+        """`DISTILLERY_TRANSFER_METHOD`, `_TEACHER_DELAY_DAYS`, `_SEED`."""
         return cls(
-            path=settings.transfer_path,
             vm_method=settings.transfer_method,
             delay_days=settings.teacher_delay_days,
             train=TrainConfig(seed=settings.seed),

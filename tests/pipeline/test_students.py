@@ -129,9 +129,8 @@ def test_a_student_without_its_teachers_knowledge_is_refused(settings: Settings)
 
 
 def test_a_students_teacher_never_changes(settings: Settings, chain: dict) -> None:
-    direct = dataclasses.replace(CONFIG, path="direct")
     with pytest.raises(ValueError, match="teacher never changes"):
-        train_student(settings, vertical_model("facebook_feed", "direct"), D4, direct)
+        train_student(settings, vertical_model("facebook_feed", "direct"), D4, CONFIG)
 
 
 def test_direct_vm_with_past_embeddings_reads_only_earlier_outputs(settings: Settings) -> None:
@@ -184,7 +183,7 @@ def test_the_domain_fm_refreshes_gem_fms_id_tables_each_day(settings: Settings, 
 
 def test_variants_sharing_a_seed_name_draw_the_same_random_numbers(settings: Settings) -> None:
     base = vertical_model("instagram_feed", "direct")
-    alone = DistillConfig(vm_method="alone", path="direct", train=TrainConfig(batch_size=128))
+    alone = DistillConfig(vm_method="alone", train=TrainConfig(batch_size=128))
 
     def weights(name: str, seed_name: str) -> dict[str, torch.Tensor]:
         spec = dataclasses.replace(base, name=name, seed_name=seed_name)
