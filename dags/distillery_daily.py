@@ -102,6 +102,8 @@ def _stamp(ds: str, *assets: Asset) -> None:
     default_args={"owner": "distillery", "retries": 2, "retry_delay": timedelta(minutes=1)},
 )
 def distillery_daily() -> None:
+    """One logical day, from landing its events to its report (the module docstring is the DAG's doc)."""
+
     @task
     def land_events(ds: str) -> str:
         """Generate or import the day into the landing zone; returns its URI."""

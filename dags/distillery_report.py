@@ -44,6 +44,8 @@ DAILY_REPORT = daily_report_asset(SETTINGS)
     default_args={"owner": "distillery", "retries": 2, "retry_delay": timedelta(minutes=1)},
 )
 def distillery_report() -> None:
+    """The recent days' report, once the daily DAG's Assets are updated (its doc: the module docstring)."""
+
     @task
     def render_recent_report(triggering_asset_events: Mapping | None = None) -> dict:
         """Log the report of the 28 days ending at the newest day the daily DAG reported."""

@@ -73,6 +73,7 @@ class ModelRef:
 
     @property
     def uri(self) -> str:
+        """`models:/<name>/<version>`, what `mlflow.pyfunc.load_model` takes."""
         return f"models:/{self.name}/{self.version}"
 
 

@@ -88,10 +88,12 @@ class ServiceConfig:
 
     @property
     def airflow_url(self) -> str:
+        """The Airflow UI and REST API, on the loopback interface."""
         return f"http://{LOOPBACK}:{self.airflow_port}"
 
     @property
     def mlflow_url(self) -> str:
+        """The MLflow UI, on the loopback interface."""
         return f"http://{LOOPBACK}:{self.mlflow_port}"
 
 

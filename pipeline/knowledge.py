@@ -73,6 +73,7 @@ class ResolvedTeacher:
 
     @property
     def identity(self) -> TeacherIdentity:
+        """Name, version and trained-through day: what a knowledge row records of its teacher."""
         return TeacherIdentity(self.ref.name, self.ref.version, self.trained_through)
 
 

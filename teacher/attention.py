@@ -68,7 +68,9 @@ class HSTUAttention(nn.Module):
     log-time-gap bias and n the number of real keys; output `W2(LN(A·V) ⊙ U) + x`.
     """
 
-    def __init__(self, d_model: int, n_heads: int, max_tokens: int, n_time_buckets: int, dropout: float):
+    def __init__(
+        self, d_model: int, n_heads: int, max_tokens: int, n_time_buckets: int, dropout: float
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.max_tokens = max_tokens
