@@ -111,9 +111,7 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
 
 def artifact_location(settings: Settings, experiment: str) -> str:
     """`<lake>/mlartifacts/<experiment>`, as a file:// URI when the lake is a local path."""
-    if "://" in settings.lake:
-        return f"{settings.lake.rstrip('/')}/mlartifacts/{experiment}"
-    return (Path(settings.lake) / "mlartifacts" / experiment).as_uri()
+    return f"{settings.artifact_root()}/{experiment}"
 
 
 def ensure_experiment(settings: Settings, name: str) -> str:

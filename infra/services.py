@@ -161,13 +161,6 @@ def service_environment(settings: Settings, config: ServiceConfig) -> dict[str, 
     return env
 
 
-def _artifact_root(settings: Settings) -> str:
-    """`<lake>/mlartifacts`: every experiment's artifacts lie below it (`registry.artifact_location`)."""
-    if "://" in settings.lake:
-        return f"{settings.lake.rstrip('/')}/mlartifacts"
-    return (Path(settings.lake) / "mlartifacts").as_uri()
-
-
 def service_commands(settings: Settings, config: ServiceConfig) -> dict[str, list[str]]:
     """The command line of each service, by name (the log servers are off: logs are local files)."""
     bin_dir = Path(sys.executable).parent
@@ -179,7 +172,7 @@ def service_commands(settings: Settings, config: ServiceConfig) -> dict[str, lis
         "dag-processor": [airflow, "dag-processor"],
         "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
         "mlflow": [str(bin_dir / "mlflow"), "server", "--backend-store-uri", settings.mlflow_uri,
-                   "--default-artifact-root", _artifact_root(settings), "--no-serve-artifacts",
+                   "--default-artifact-root", settings.artifact_root(), "--no-serve-artifacts",
                    "--host", LOOPBACK, "--port", str(config.mlflow_port), "--workers", "1"],
     }  # fmt: skip
 

@@ -73,6 +73,12 @@ class Settings:
         """URI of the Delta table `name` under the lake root."""
         return f"{self.lake.rstrip('/')}/{name}"
 
+    def artifact_root(self) -> str:
+        """`<lake>/mlartifacts`, where MLflow keeps each experiment's artifacts (file:// for a path)."""
+        if "://" in self.lake:
+            return self.table_uri("mlartifacts")
+        return (Path(self.lake) / "mlartifacts").as_uri()
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from `DISTILLERY_*` variables; keyword overrides win."""

@@ -41,3 +41,8 @@ def test_environment_overrides_with_types() -> None:
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         Settings.from_env({variable: value})
+
+
+def test_artifact_root_is_under_the_lake_as_a_uri(tmp_path: Path) -> None:
+    assert Settings(lake=str(tmp_path)).artifact_root() == (tmp_path / "mlartifacts").as_uri()
+    assert Settings(lake="s3://bucket/lake/").artifact_root() == "s3://bucket/lake/mlartifacts"
