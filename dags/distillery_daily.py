@@ -91,6 +91,17 @@ def _stamp(ds: str, *assets: Asset) -> None:
         events[asset].extra = {DS_KEY: ds}
 
 
+def _passed(verdict: dict) -> dict:
+    """A gate's verdict, if it passed: no candidate skips the task, a refusal fails it."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    if verdict["passed"] is None:
+        raise AirflowSkipException("; ".join(verdict["reasons"]))
+    if not verdict["passed"]:
+        raise AirflowFailException(f"gate refused {verdict['candidate']}: " + "; ".join(verdict["reasons"]))
+    return verdict
+
+
 @dag(
     dag_id="distillery_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -143,20 +154,12 @@ def distillery_daily() -> None:
     @task
     def gate_fm(examples: dict) -> dict:
         """Evaluate the FM trained through ds-1 on ds; promote it to champion if it passes."""
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
         from pipeline.fm_release import gate_fm
         from pipeline.gate import GateConfig
 
         settings = Settings.from_env()
         verdict = gate_fm(settings, examples["ds"], GateConfig.from_settings(settings))
-        if verdict["passed"] is None:
-            raise AirflowSkipException("; ".join(verdict["reasons"]))
-        if not verdict["passed"]:
-            raise AirflowFailException(
-                f"gate refused {verdict['candidate']}: " + "; ".join(verdict["reasons"])
-            )
-        return verdict
+        return _passed(verdict)
 
     @task(depends_on_past=True)
     def train_fm(examples: dict) -> dict:
@@ -206,7 +209,7 @@ def distillery_daily() -> None:
     @task(trigger_rule="all_done")
     def gate_student(name: str, ds: str) -> dict:
         """Evaluate the student trained through ds-1 on ds; promote it to champion if it passes."""
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.gate import GateConfig
         from pipeline.hierarchy import student_spec
@@ -220,13 +223,7 @@ def distillery_daily() -> None:
             verdict = gate_student(settings, spec, ds, config, GateConfig.from_settings(settings))
         except MissingKnowledgeError as missing:
             raise AirflowSkipException(str(missing)) from missing
-        if verdict["passed"] is None:
-            raise AirflowSkipException("; ".join(verdict["reasons"]))
-        if not verdict["passed"]:
-            raise AirflowFailException(
-                f"gate refused {verdict['candidate']}: " + "; ".join(verdict["reasons"])
-            )
-        return verdict
+        return _passed(verdict)
 
     @task(trigger_rule="all_done", depends_on_past=True, outlets=[MODELS])
     def distill_student(name: str, ds: str) -> dict:

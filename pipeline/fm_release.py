@@ -83,11 +83,4 @@ def gate_fm(settings: Settings, ds: str, config: GateConfig) -> dict[str, Any]:
         champion_through = registry.version_tags(settings, current)["trained_through"]
         champion_metrics = evaluate_on_day(champion_module, champion_through, examples_uri, ds)
     verdict = promote_if_blessed(settings, candidate, metrics, config, champion_metrics)
-    return {
-        "ds": ds,
-        "candidate": candidate.uri,
-        "champion_before": current.uri if current else None,
-        "passed": verdict.passed,
-        "reasons": verdict.reasons,
-        config.metric: verdict.candidate_value,
-    }
+    return verdict.summary(ds, candidate, current)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infra.settings import Settings
 
@@ -54,6 +54,17 @@ class GateVerdict:
     metric: str
     candidate_value: float
     champion_value: float | None
+
+    def summary(self, ds: str, candidate: ModelRef, champion_before: ModelRef | None) -> dict[str, Any]:
+        """What a gate task returns (Airflow shows it): the day, both versions, the verdict, the metric."""
+        return {
+            "ds": ds,
+            "candidate": candidate.uri,
+            "champion_before": champion_before.uri if champion_before else None,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            self.metric: self.candidate_value,
+        }
 
 
 def _metric(metrics: Mapping[str, float], name: str, whose: str) -> float:

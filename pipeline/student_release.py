@@ -137,14 +137,7 @@ def gate_student(
     if current is not None and current.version != candidate.version:
         champion_metrics = _evaluate_on_day(settings, spec, _student_module(settings, current), ds, config)
     verdict = promote_if_blessed(settings, candidate, metrics, gate, champion_metrics)
-    return {
-        "ds": ds,
-        "candidate": candidate.uri,
-        "champion_before": current.uri if current else None,
-        "passed": verdict.passed,
-        "reasons": verdict.reasons,
-        gate.metric: verdict.candidate_value,
-    }
+    return verdict.summary(ds, candidate, current)
 
 
 def distill_student(settings: Settings, spec: StudentSpec, ds: str, config: DistillConfig) -> dict[str, Any]:

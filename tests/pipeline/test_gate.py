@@ -61,6 +61,21 @@ def test_a_champion_without_the_metric_is_a_clear_error() -> None:
         judge({"ne": 0.8}, {"ne": math.nan}, CONFIG)
 
 
+def test_the_summary_names_both_versions_the_verdict_and_the_metric() -> None:
+    candidate, champion = ModelRef("gem-fm", 3, "r3"), ModelRef("gem-fm", 2, "r2")
+    verdict = judge({"ne": 0.95}, {"ne": 0.9}, CONFIG)
+    summary = verdict.summary("2026-01-04", candidate, champion)
+    assert summary == {
+        "ds": "2026-01-04",
+        "candidate": "models:/gem-fm/3",
+        "champion_before": "models:/gem-fm/2",
+        "passed": False,
+        "reasons": verdict.reasons,
+        "ne": 0.95,
+    }
+    assert judge({"ne": 0.9}, None, CONFIG).summary("2026-01-01", candidate, None)["champion_before"] is None
+
+
 # ---------------------------------------------------------------- promote_if_blessed (MLflow)
 
 
