@@ -337,18 +337,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as bad_range:
             raise SystemExit(f"distillery report: {bad_range}") from bad_range
         print("\n".join(str(path) for path in files))
-    if args.command == "bench" and args.suite == "data":
+    if args.command == "bench":
+        _bench(settings, args)
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> None:
+    """`distillery bench <suite>`: run one benchmark suite (or join transfer runs) into `--out`."""
+    if args.suite == "data":
         from pipeline.bench_data import run_data_benchmark
 
         run_data_benchmark(settings, sizes=args.sizes, out_dir=args.out)
-    if args.command == "bench" and args.suite == "transfer" and args.join:
+    if args.suite == "transfer" and args.join:
         from pipeline.bench_transfer_join import join_transfer_runs
 
         try:
             join_transfer_runs(settings, args.join, out_dir=args.out)
         except ValueError as unjoinable:
             raise SystemExit(f"distillery bench transfer --join: {unjoinable}") from unjoinable
-    if args.command == "bench" and args.suite == "transfer" and not args.join:
+    if args.suite == "transfer" and not args.join:
         from pipeline.bench_transfer import run_transfer_benchmark
         from pipeline.bench_transfer_config import QUICK, SYNTHETIC
 
@@ -367,11 +373,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         config = dataclasses.replace(QUICK if args.quick else SYNTHETIC, **overrides)
         run_transfer_benchmark(settings, config, out_dir=args.out)
-    if args.command == "bench" and args.suite == "knowledge":
+    if args.suite == "knowledge":
         from pipeline.bench_knowledge import run_knowledge_benchmark
 
         run_knowledge_benchmark(settings, examples=args.examples, out_dir=args.out)
-    if args.command == "bench" and args.suite == "teacher":
+    if args.suite == "teacher":
         from pipeline.bench_teacher import BENCH_DAYS, run_teacher_benchmark
 
         run_teacher_benchmark(
